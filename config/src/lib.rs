@@ -1,0 +1,27 @@
+//! `gatehouse-config` owns `gatehouse.toml`: its schema, every default, and the
+//! validation that turns raw TOML into typed settings. Errors name the file,
+//! the line and the key, and say what is expected.
+//!
+//! It does not open sockets, read certificates or interpret rules: it only
+//! guarantees that what it hands out is well-formed.
+//!
+//! Relative paths in a config file are resolved against the directory of that
+//! file; with no file, against the current directory.
+
+#![forbid(unsafe_code)]
+
+mod defaults;
+mod error;
+mod load;
+mod raw;
+mod settings;
+
+pub use error::ConfigError;
+pub use load::{CONFIG_ENV, resolve_path};
+pub use settings::{
+    AclSettings, BootstrapClientId, Classification, Config, IdentitySettings, KindRules,
+    OperationalClientId, TlsSettings,
+};
+
+/// The documented example config, every key with its default.
+pub const EXAMPLE_TOML: &str = include_str!("../gatehouse.example.toml");
