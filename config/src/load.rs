@@ -17,12 +17,14 @@ pub const CONFIG_ENV: &str = "GATEHOUSE_CONFIG";
 /// The config file to use: `--config` first, then `GATEHOUSE_CONFIG`
 /// (ignored when empty), else none (built-in defaults).
 pub fn resolve_path(cli: Option<&Path>) -> Option<PathBuf> {
-    if let Some(p) = cli {
-        return Some(p.to_path_buf());
+    choose_path(cli, std::env::var_os(CONFIG_ENV))
+}
+
+fn choose_path(cli: Option<&Path>, env: Option<std::ffi::OsString>) -> Option<PathBuf> {
+    match cli {
+        Some(p) => Some(p.to_path_buf()),
+        None => env.filter(|v| !v.is_empty()).map(PathBuf::from),
     }
-    std::env::var_os(CONFIG_ENV)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
 }
 
 impl Config {
@@ -533,4 +535,63 @@ fn check_rule(rule: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_path_wins_over_environment() {
+        let env = Some("/etc/from-env.toml".into());
+        assert_eq!(
+            choose_path(Some(Path::new("cli.toml")), env),
+            Some(PathBuf::from("cli.toml"))
+        );
+    }
+
+    #[test]
+    fn environment_used_when_no_cli_and_empty_ignored() {
+        assert_eq!(
+            choose_path(None, Some("/etc/g.toml".into())),
+            Some(PathBuf::from("/etc/g.toml"))
+        );
+        assert_eq!(choose_path(None, Some("".into())), None);
+        assert_eq!(choose_path(None, None), None);
+    }
+
+    #[test]
+    fn line_of_counts_from_one() {
+        assert_eq!(line_of("a\nb\nc", 0), 1);
+        assert_eq!(line_of("a\nb\nc", 2), 2);
+        assert_eq!(line_of("a\nb\nc", 4), 3);
+    }
+
+    #[test]
+    fn fingerprints_parse_with_or_without_colons() {
+        let plain = "ab".repeat(32);
+        let colons = vec!["AB"; 32].join(":");
+        assert_eq!(parse_fingerprint(&plain), Some([0xab; 32]));
+        assert_eq!(parse_fingerprint(&colons), Some([0xab; 32]));
+        assert_eq!(parse_fingerprint("abcd"), None);
+        assert_eq!(parse_fingerprint(&"zz".repeat(32)), None);
+    }
+
+    #[test]
+    fn rule_checks() {
+        assert!(check_rule("telemetry/{cn}/#").is_ok());
+        assert!(check_rule("dev-{client_id}/+/x").is_ok());
+        assert!(check_rule("").is_err());
+        assert!(check_rule("a/#/b").unwrap_err().contains("last"));
+        assert!(check_rule("a/b#").is_err());
+        assert!(check_rule("a/b+").is_err());
+        assert!(
+            check_rule("a/{nope}")
+                .unwrap_err()
+                .contains("unknown placeholder")
+        );
+        assert!(check_rule("a/{cn").unwrap_err().contains("unclosed"));
+        assert!(check_rule("a/cn}").unwrap_err().contains("stray"));
+        assert!(check_rule("a/\0").is_err());
+    }
 }

@@ -1,1 +1,14 @@
-//! Test harness (being written).
+//! `gatehouse-tests` is the test harness shared by every end-to-end test:
+//! a PKI fixture builder ([`pki::Pki`]) that makes a fleet CA, a broker
+//! certificate, good operational and bootstrap clients and the bad ones
+//! (expired, not yet valid, signed by another CA, wrong OU, revoked), plus
+//! CRLs (current, expired, corrupt), all written to a private temporary
+//! directory. Nothing here is checked in as an opaque blob: every certificate
+//! is generated on the fly.
+//!
+//! It does not start servers yet; later parts add private PostgreSQL and
+//! Mosquitto processes here.
+
+#![forbid(unsafe_code)]
+
+pub mod pki;

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Runs every test in the workspace. On a fresh Debian machine it first installs
+# the system packages the tests need (when missing), so CI and a new developer
+# machine need nothing done by hand. Fails loudly on the first failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n== %s\n' "$*"; }
+
+# System packages the build and the tests need. Later parts of Gatehouse add
+# theirs here (PostgreSQL, Mosquitto, ...).
+APT_PACKAGES=(gcc pkg-config ca-certificates)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    log "installing missing system packages: ${missing[*]}"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy
+
+export RUST_BACKTRACE=1
+export CARGO_TERM_COLOR=never
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+log "cargo test (unit, integration, doc tests; benchmarks run once in test mode)"
+cargo test --workspace --all-targets --locked
+cargo test --workspace --doc --locked
+
+log "all tests passed"
