@@ -157,14 +157,18 @@ fn span_of(text: &str, path: &[&str]) -> Option<std::ops::Range<usize>> {
     found
 }
 
-struct Validator<'a> {
+/// Turns raw sections into typed settings. Sections added later live in
+/// their own module (`config/src/<section>.rs`: raw struct, typed settings and
+/// an `impl Validator` method) and use these helpers, so every error names
+/// file, line and key the same way.
+pub(crate) struct Validator<'a> {
     text: &'a str,
     origin: &'a str,
     base: &'a Path,
 }
 
 impl Validator<'_> {
-    fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
+    pub(crate) fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
         let path: Vec<&str> = key.split('.').collect();
         let line = span_of(self.text, &path).map(|s| line_of(self.text, s.start));
         // Array elements are addressed `acl.operational.publish.1` internally;
@@ -185,7 +189,7 @@ impl Validator<'_> {
         }
     }
 
-    fn path(&self, value: &str) -> PathBuf {
+    pub(crate) fn path(&self, value: &str) -> PathBuf {
         let p = Path::new(value);
         if p.is_absolute() {
             p.to_path_buf()
@@ -194,7 +198,7 @@ impl Validator<'_> {
         }
     }
 
-    fn non_empty_path(
+    pub(crate) fn non_empty_path(
         &self,
         key: &str,
         value: Option<String>,
@@ -208,7 +212,7 @@ impl Validator<'_> {
         }
     }
 
-    fn duration(
+    pub(crate) fn duration(
         &self,
         key: &str,
         value: Option<String>,
@@ -227,7 +231,7 @@ impl Validator<'_> {
         Ok(parsed)
     }
 
-    fn positive(
+    pub(crate) fn positive(
         &self,
         key: &str,
         value: Option<i64>,
