@@ -36,7 +36,14 @@ log "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 log "cargo test (unit, integration, doc tests; benchmarks run once in test mode)"
-cargo test --workspace --all-targets --locked
-cargo test --workspace --doc --locked
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+cargo test --workspace --all-targets --locked 2>&1 | tee -a "$results"
+cargo test --workspace --doc --locked 2>&1 | tee -a "$results"
 
+# One closing line over every test binary: "N passed, N failed".
+read -r passed failed < <(awk '/^test result: /{
+    for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i }
+} END { print p + 0, f + 0 }' "$results")
 log "all tests passed"
+echo "${passed:-0} passed, ${failed:-0} failed"
