@@ -14,6 +14,7 @@ mod defaults;
 mod error;
 mod load;
 mod raw;
+pub mod rule;
 mod settings;
 
 pub use error::ConfigError;

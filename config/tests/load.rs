@@ -285,3 +285,13 @@ fn client_id_policies() {
     let e = err("[identity]\nbootstrap_client_id = \"serial\"\n");
     assert_eq!(e.key(), Some("identity.bootstrap_client_id"));
 }
+
+#[test]
+fn rule_deeper_than_max_topic_levels_is_refused() {
+    let e = err("[acl]\nmax_topic_levels = 3\n\n[acl.operational]\npublish = [\"a/b/c/d\"]\n");
+    assert_eq!(e.key(), Some("acl.operational.publish[0]"));
+    assert_eq!(e.line(), Some(5));
+    assert!(e.to_string().contains("could never match"), "{e}");
+    // A trailing `#` also matches the parent, so it does not count.
+    parse("[acl]\nmax_topic_levels = 3\n\n[acl.operational]\npublish = [\"a/b/c/#\"]\nsubscribe = []\nreceive = []\n\n[acl.bootstrap]\npublish = []\nsubscribe = []\nreceive = []\n").unwrap();
+}
