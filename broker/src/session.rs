@@ -925,7 +925,11 @@ impl Session {
     async fn finish(mut self, end: End) {
         let shared = self.conn.shared.clone();
         if let (Some(code), true) = (end.send, self.v5()) {
-            self.write(Packet::Disconnect(Disconnect { reason_code: code }, None));
+            // Encoded here: rumqttd's v5 DISCONNECT writer emits a bare
+            // `E0 00` (normal disconnection) for any reason code.
+            self.conn
+                .wbuf
+                .extend_from_slice(&[0xE0, 0x02, reason_byte(code), 0x00]);
         }
         if !end.router_gone {
             if end.will {
@@ -950,6 +954,38 @@ impl Session {
         shared
             .presence
             .on_disconnect(&self.presence(Some(end.reason)));
+    }
+}
+
+/// MQTT 5 value of a DISCONNECT reason code (rumqttd's enum is not
+/// numbered by the spec).
+fn reason_byte(code: DisconnectReasonCode) -> u8 {
+    use DisconnectReasonCode as R;
+    match code {
+        R::NormalDisconnection => 0x00,
+        R::MalformedPacket => 0x81,
+        R::ProtocolError => 0x82,
+        R::ImplementationSpecificError => 0x83,
+        R::NotAuthorized => 0x87,
+        R::ServerBusy => 0x89,
+        R::ServerShuttingDown => 0x8B,
+        R::KeepAliveTimeout => 0x8D,
+        R::SessionTakenOver => 0x8E,
+        R::TopicFilterInvalid => 0x8F,
+        R::TopicNameInvalid => 0x90,
+        R::ReceiveMaximumExceeded => 0x93,
+        R::TopicAliasInvalid => 0x94,
+        R::PacketTooLarge => 0x95,
+        R::MessageRateTooHigh => 0x96,
+        R::QuotaExceeded => 0x97,
+        R::AdministrativeAction => 0x98,
+        R::PayloadFormatInvalid => 0x99,
+        R::RetainNotSupported => 0x9A,
+        R::QoSNotSupported => 0x9B,
+        R::SharedSubscriptionNotSupported => 0x9E,
+        R::SubscriptionIdentifiersNotSupported => 0xA1,
+        R::WildcardSubscriptionsNotSupported => 0xA2,
+        _ => 0x80,
     }
 }
 

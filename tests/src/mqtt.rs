@@ -188,6 +188,30 @@ impl V5 {
         }
     }
 
+    /// The reason code of the DISCONNECT the server sends within `within`
+    /// (rumqttc reports it as an incoming packet or as the error that ends
+    /// the connection); `None` if none came.
+    pub async fn server_disconnect(
+        &mut self,
+        within: Duration,
+    ) -> Option<rumqttc::v5::mqttbytes::v5::DisconnectReasonCode> {
+        use rumqttc::v5::mqttbytes::v5::Packet;
+        use rumqttc::v5::{ConnectionError, StateError};
+        match self
+            .wait_for(within, |p| match p {
+                Packet::Disconnect(d) => Some(d.reason_code),
+                _ => None,
+            })
+            .await
+        {
+            Ok(code) => code,
+            Err(ConnectionError::MqttState(StateError::ServerDisconnect {
+                reason_code, ..
+            })) => Some(reason_code),
+            Err(_) => None,
+        }
+    }
+
     /// Next incoming PUBLISH within `within`; `None` on timeout.
     pub async fn next_publish(
         &mut self,
