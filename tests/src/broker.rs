@@ -34,6 +34,11 @@ impl BrokerProcess {
     /// certificate and CRL (polled every 50 ms). `extra` is appended to the
     /// config: add `[mqtt]`, `[identity]`, `[acl.*]` sections there.
     pub fn start(exe: &Path, pki: &Pki, extra: &str) -> BrokerProcess {
+        Self::start_with_limit(exe, pki, 2000, extra)
+    }
+
+    /// [`BrokerProcess::start`] with `listeners.max_connections`.
+    pub fn start_with_limit(exe: &Path, pki: &Pki, max_connections: usize, extra: &str) -> BrokerProcess {
         let dir = tempfile::Builder::new()
             .prefix("gatehouse-broker-")
             .tempdir()
@@ -43,7 +48,7 @@ impl BrokerProcess {
         let config = format!(
             "data_dir = {data:?}\n\n[tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {key:?}\ncrl = {crl:?}\n\
              crl_poll_interval = \"50ms\"\nhandshake_timeout = \"2s\"\n\n\
-             [listeners]\nmqtt = \"{mqtt}\"\nmetrics = \"{metrics}\"\nmax_connections = 2000\ndrain_timeout = \"3s\"\n\n{extra}\n",
+             [listeners]\nmqtt = \"{mqtt}\"\nmetrics = \"{metrics}\"\nmax_connections = {max_connections}\ndrain_timeout = \"3s\"\n\n{extra}\n",
             data = dir.path().join("data"),
             ca = pki.ca_path,
             cert = pki.server.cert_path,
