@@ -38,7 +38,12 @@ impl BrokerProcess {
     }
 
     /// [`BrokerProcess::start`] with `listeners.max_connections`.
-    pub fn start_with_limit(exe: &Path, pki: &Pki, max_connections: usize, extra: &str) -> BrokerProcess {
+    pub fn start_with_limit(
+        exe: &Path,
+        pki: &Pki,
+        max_connections: usize,
+        extra: &str,
+    ) -> BrokerProcess {
         let dir = tempfile::Builder::new()
             .prefix("gatehouse-broker-")
             .tempdir()
