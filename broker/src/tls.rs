@@ -211,3 +211,56 @@ impl TlsStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(e: rustls::Error) -> std::io::Error {
+        // What tokio-rustls returns from `accept`.
+        std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+    }
+
+    #[test]
+    fn rustls_errors_map_to_result_labels() {
+        use HandshakeResult as H;
+        let cert = |c| io(rustls::Error::InvalidCertificate(c));
+        assert_eq!(
+            H::of_io_error(&io(rustls::Error::NoCertificatesPresented)),
+            H::NoCert
+        );
+        assert_eq!(H::of_io_error(&cert(CertificateError::Expired)), H::Expired);
+        assert_eq!(
+            H::of_io_error(&cert(CertificateError::NotValidYet)),
+            H::Expired
+        );
+        assert_eq!(
+            H::of_io_error(&cert(CertificateError::UnknownIssuer)),
+            H::BadChain
+        );
+        assert_eq!(
+            H::of_io_error(&cert(CertificateError::BadSignature)),
+            H::BadChain
+        );
+        assert_eq!(H::of_io_error(&cert(CertificateError::Revoked)), H::Revoked);
+        assert_eq!(
+            H::of_io_error(&io(rustls::Error::HandshakeNotComplete)),
+            H::Failed
+        );
+        let eof = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+        assert_eq!(H::of_io_error(&eof), H::Failed);
+        let labels: std::collections::HashSet<_> = H::ALL.iter().map(|h| h.as_str()).collect();
+        assert_eq!(labels.len(), H::ALL.len());
+    }
+
+    #[test]
+    fn missing_or_broken_files_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("ca.crt");
+        let e = server_config(&missing, &missing, &missing).unwrap_err();
+        assert!(e.to_string().contains("ca.crt"), "{e}");
+        std::fs::write(&missing, "not pem").unwrap();
+        let e = server_config(&missing, &missing, &missing).unwrap_err();
+        assert!(e.to_string().contains("no `CERTIFICATE`"), "{e}");
+    }
+}

@@ -219,3 +219,70 @@ async fn sigterm_disconnects_sessions_and_exits_zero() {
     );
     assert!(v4.closed(LONG).await.is_some());
 }
+
+fn replace(path: &std::path::Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp-replace");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ca_bundle_and_server_certificate_reload_live() {
+    let pki = Pki::generate();
+    let b = BrokerProcess::start(exe(), &pki, "");
+    let wrong = &pki.wrong_ca;
+    assert!(
+        connect_v4(b.mqtt, &pki, Some(wrong), &wrong.client_id, |_| {})
+            .await
+            .is_err()
+    );
+
+    // A broken server certificate file is refused; the old one keeps serving.
+    let good_cert = std::fs::read(&pki.server.cert_path).unwrap();
+    replace(
+        &pki.server.cert_path,
+        b"-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n",
+    );
+    b.wait_metric("gatehouse_tls_reloads_total{result=\"failed\"}", |v| {
+        v >= 1.0
+    });
+    connect_v4(b.mqtt, &pki, Some(&pki.operational), GATEWAY_CODE, |_| {})
+        .await
+        .expect("old config still serves");
+    replace(&pki.server.cert_path, &good_cert);
+
+    // Trust a second CA: its clients get in without a restart.
+    let mut bundle = std::fs::read(&pki.ca_path).unwrap();
+    bundle.extend_from_slice(pki.other_ca.cert_pem().as_bytes());
+    replace(&pki.ca_path, &bundle);
+    let ok_before = b.metric("gatehouse_tls_reloads_total{result=\"ok\"}");
+    b.wait_metric("gatehouse_tls_reloads_total{result=\"ok\"}", |v| {
+        v > ok_before
+    });
+    connect_v4(b.mqtt, &pki, Some(wrong), &wrong.client_id, |_| {})
+        .await
+        .expect("client of the newly trusted CA admitted");
+
+    // A new server certificate is presented to new connections.
+    let fresh = pki.ca.issue_server(&["localhost".to_string()], 30).unwrap();
+    replace(
+        &pki.server.key_path,
+        fresh.key_pem.as_ref().unwrap().expose().as_bytes(),
+    );
+    replace(&pki.server.cert_path, fresh.cert_pem.as_bytes());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let raw = RawTls::connect(b.mqtt, &pki, &pki.operational)
+            .await
+            .unwrap();
+        let served = raw.stream.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+        if served == fresh.cert_der {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "new server certificate never served"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -461,3 +461,81 @@ fn will_connect(topic: &str) -> Vec<u8> {
     p.extend(vh);
     p
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_session_gets_what_was_published_while_offline() {
+    let pki = Pki::generate();
+    let b = BrokerProcess::start(exe(), &pki, ANY_CLIENT_ID);
+    let topic = format!("telemetry/{GATEWAY_CODE}/cmd");
+    let id = "GW0001-EEFF-persist";
+    let mut c = connect_v4(b.mqtt, &pki, Some(&pki.operational), id, |o| {
+        o.set_clean_session(false);
+    })
+    .await
+    .unwrap();
+    c.client.subscribe(&topic, QoS::AtLeastOnce).await.unwrap();
+    c.wait_for(LONG, |p| matches!(p, P4::SubAck(_)).then_some(()))
+        .await
+        .unwrap();
+    c.client.disconnect().await.unwrap();
+    b.wait_metric("gatehouse_sessions_active{kind=\"operational\"}", |v| {
+        v == 0.0
+    });
+
+    let p = connect_v4(
+        b.mqtt,
+        &pki,
+        Some(&pki.operational),
+        "GW0001-EEFF-sender",
+        |_| {},
+    )
+    .await
+    .unwrap();
+    p.client
+        .publish(&topic, QoS::AtLeastOnce, false, b"while-offline".to_vec())
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let mut c = connect_v4(b.mqtt, &pki, Some(&pki.operational), id, |o| {
+        o.set_clean_session(false);
+    })
+    .await
+    .unwrap();
+    let got = c
+        .next_publish(LONG)
+        .await
+        .expect("queued message delivered on reconnect");
+    assert_eq!(&got.payload[..], b"while-offline");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos2_is_refused_for_publish_and_downgraded_for_subscribe() {
+    let pki = Pki::generate();
+    let b = BrokerProcess::start(exe(), &pki, "");
+    let topic = format!("telemetry/{GATEWAY_CODE}/data");
+    let mut v5 = connect_v5(b.mqtt, &pki, Some(&pki.operational), GATEWAY_CODE, |_| {})
+        .await
+        .unwrap();
+    v5.client.subscribe(&topic, Q5::ExactlyOnce).await.unwrap();
+    let codes = v5
+        .wait_for(LONG, |p| match p {
+            P5::SubAck(a) => Some(a.return_codes.clone()),
+            _ => None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(codes, Some(vec![Sub5::Success(Q5::AtLeastOnce)]));
+    v5.client
+        .publish(&topic, Q5::ExactlyOnce, false, b"x".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(
+        v5.server_disconnect(LONG).await,
+        Some(rumqttc::v5::mqttbytes::v5::DisconnectReasonCode::QoSNotSupported)
+    );
+    assert_eq!(
+        b.metric("gatehouse_protocol_errors_total{reason=\"qos2_not_supported\"}"),
+        1.0
+    );
+}
