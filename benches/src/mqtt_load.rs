@@ -41,7 +41,7 @@ impl Drop for Mosquitto {
     }
 }
 
-fn start_mosquitto(exe: &Path, pki: &Pki) -> Result<Mosquitto, String> {
+fn start_mosquitto(exe: &Path, pki: &Pki, nodelay: bool) -> Result<Mosquitto, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let port = free_port();
     let conf = dir.path().join("mosquitto.conf");
@@ -52,7 +52,10 @@ fn start_mosquitto(exe: &Path, pki: &Pki) -> Result<Mosquitto, String> {
         pki.server.cert_path.display(),
         pki.server.key_path.display(),
     );
-    if std::env::var("USER").as_deref() == Ok("root") || is_root() {
+    if nodelay {
+        text.push_str("set_tcp_nodelay true\n");
+    }
+    if is_root() {
         text.push_str("user root\n");
     }
     std::fs::write(&conf, text).map_err(|e| e.to_string())?;
@@ -105,44 +108,125 @@ pub(crate) fn run(opts: &Options) -> Result<(), String> {
         &pki,
         "[identity]\noperational_client_id = \"any\"\n[mqtt]\nmax_keepalive = \"60s\"\n",
     );
-    let mosquitto = start_mosquitto(&opts.mosquitto, &pki)?;
+    let mosquitto = start_mosquitto(&opts.mosquitto, &pki, false)?;
+    let mosquitto_nodelay = start_mosquitto(&opts.mosquitto, &pki, true)?;
     println!(
         "mqtt-load: {} publishers -> 1 subscriber, QoS 0, {}-byte payloads, {} s per run; \
          connection rate with {} concurrent connectors (full TLS handshakes, no resumption)",
         opts.publishers, opts.payload, opts.seconds, opts.connectors
     );
-    for (name, addr) in [("gatehouse", gatehouse.mqtt), ("mosquitto", mosquitto.addr)] {
+    for (name, addr) in [
+        ("gatehouse", gatehouse.mqtt),
+        ("mosquitto", mosquitto.addr),
+        ("mosquitto+nodelay", mosquitto_nodelay.addr),
+    ] {
         let rate = runtime.block_on(throughput(addr, &pki, opts))?;
-        println!("{name:>10}: QoS 0 delivered {rate:>10.0} msg/s");
+        println!("{name:>17}: QoS 0 delivered {rate:>10.0} msg/s");
+        if name == "gatehouse" {
+            println!(
+                "{:>17}  (broker counters for the whole run: {} PUBLISH in, {} out)",
+                "",
+                gatehouse.metric("gatehouse_messages_received_total"),
+                gatehouse.metric("gatehouse_messages_sent_total")
+            );
+        }
         let conns = runtime.block_on(connection_rate(addr, &pki, opts))?;
-        println!("{name:>10}: mTLS connect+CONNACK+DISCONNECT {conns:>8.0} connections/s");
+        println!("{name:>17}: mTLS connect+CONNACK+DISCONNECT {conns:>8.0} connections/s");
     }
     Ok(())
 }
 
+/// The subscriber on its own OS thread and runtime, so the publishers'
+/// tasks in this process cannot starve it: it counts what it receives while
+/// `counting` is set.
+fn spawn_subscriber(
+    addr: SocketAddr,
+    pki: Arc<Pki>,
+    topic: String,
+    counting: Arc<AtomicBool>,
+    count: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>, String> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let handle = std::thread::spawn(move || {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                let _ = ready_tx.send(Err(e.to_string()));
+                return;
+            }
+        };
+        rt.block_on(async move {
+            let id = format!("{GATEWAY_CODE}-sub");
+            let mut sub = match gatehouse_tests::mqtt::connect_v4(
+                addr,
+                &pki,
+                Some(&pki.operational),
+                &id,
+                |o| {
+                    o.set_max_packet_size(1 << 20, 1 << 20);
+                },
+            )
+            .await
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(format!("subscriber: {e}")));
+                    return;
+                }
+            };
+            let subscribed = sub
+                .client
+                .subscribe(&topic, rumqttc::QoS::AtMostOnce)
+                .await
+                .is_ok()
+                && matches!(
+                    sub.wait_for(Duration::from_secs(10), |p| matches!(
+                        p,
+                        rumqttc::Packet::SubAck(_)
+                    )
+                    .then_some(()))
+                        .await,
+                    Ok(Some(()))
+                );
+            let _ = ready_tx.send(if subscribed {
+                Ok(())
+            } else {
+                Err("subscribe failed".into())
+            });
+            while !stop.load(Ordering::Relaxed) {
+                match tokio::time::timeout(Duration::from_millis(200), sub.events.recv()).await {
+                    Ok(Some(Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(_))))) => {
+                        if counting.load(Ordering::Relaxed) {
+                            count.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Ok(Some(Ok(_))) | Err(_) => {}
+                    Ok(Some(Err(_))) | Ok(None) => return,
+                }
+            }
+        });
+    });
+    ready_rx.recv().map_err(|e| e.to_string())??;
+    Ok(handle)
+}
+
 async fn throughput(addr: SocketAddr, pki: &Arc<Pki>, opts: &Options) -> Result<f64, String> {
     let topic = format!("telemetry/{GATEWAY_CODE}/data");
-    let mut sub = gatehouse_tests::mqtt::connect_v4(
-        addr,
-        pki,
-        Some(&pki.operational),
-        &format!("{GATEWAY_CODE}-sub"),
-        |o| {
-            o.set_max_packet_size(1 << 20, 1 << 20);
-        },
-    )
-    .await
-    .map_err(|e| format!("subscriber: {e}"))?;
-    sub.client
-        .subscribe(&topic, rumqttc::QoS::AtMostOnce)
-        .await
-        .map_err(|e| e.to_string())?;
-    sub.wait_for(Duration::from_secs(10), |p| {
-        matches!(p, rumqttc::Packet::SubAck(_)).then_some(())
-    })
-    .await
-    .map_err(|e| e.to_string())?;
     let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let counting = Arc::new(AtomicBool::new(false));
+    let subscriber = spawn_subscriber(
+        addr,
+        pki.clone(),
+        topic.clone(),
+        counting.clone(),
+        count.clone(),
+        stop.clone(),
+    )?;
     let mut publishers = Vec::new();
     for i in 0..opts.publishers {
         let p = gatehouse_tests::mqtt::connect_v4(
@@ -175,22 +259,6 @@ async fn throughput(addr: SocketAddr, pki: &Arc<Pki>, opts: &Options) -> Result<
         }));
     }
     // Warm up, then count what the subscriber receives in the window.
-    let count = Arc::new(AtomicU64::new(0));
-    let counting = Arc::new(AtomicBool::new(false));
-    let (c, on) = (count.clone(), counting.clone());
-    let reader = tokio::spawn(async move {
-        while let Some(ev) = sub.events.recv().await {
-            match ev {
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(_))) => {
-                    if on.load(Ordering::Relaxed) {
-                        c.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => return,
-            }
-        }
-    });
     tokio::time::sleep(Duration::from_secs(1)).await;
     counting.store(true, Ordering::Relaxed);
     let started = Instant::now();
@@ -201,7 +269,7 @@ async fn throughput(addr: SocketAddr, pki: &Arc<Pki>, opts: &Options) -> Result<
     for p in publishers {
         let _ = tokio::time::timeout(Duration::from_secs(2), p).await;
     }
-    reader.abort();
+    let _ = subscriber.join();
     Ok(count.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64())
 }
 

@@ -33,7 +33,7 @@ impl RouterHandle {
     pub(crate) fn start(max_connections: usize) -> RouterHandle {
         let config = RouterConfig {
             max_connections: max_connections + 1,
-            max_outgoing_packet_count: 200,
+            max_outgoing_packet_count: 1000,
             max_segment_size: SEGMENT_BYTES,
             max_segment_count: SEGMENTS,
             ..Default::default()
