@@ -20,6 +20,7 @@
 
 #![forbid(unsafe_code)]
 
+mod admission;
 pub mod devpki;
 mod error;
 pub mod metrics;

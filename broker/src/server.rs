@@ -171,7 +171,7 @@ pub async fn run(
             let alive = alive.clone();
             tokio::spawn(async move {
                 shared.metrics.connections_open.inc();
-                crate::session::serve(tcp, peer, shared.clone()).await;
+                crate::admission::serve(tcp, peer, shared.clone()).await;
                 shared.metrics.connections_open.dec();
                 drop(permit);
                 drop(alive);

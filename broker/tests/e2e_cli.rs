@@ -155,7 +155,9 @@ fn mosquitto_clients_publish_and_subscribe_over_mtls() {
     .collect();
     let out = mosquitto("mosquitto_pub", &args);
     assert!(!out.status.success(), "no certificate, no session");
-    assert!(b.metric("gatehouse_handshakes_total{result=\"no_cert\"}") >= 1.0);
+    b.wait_metric("gatehouse_handshakes_total{result=\"no_cert\"}", |v| {
+        v >= 1.0
+    });
 }
 
 /// `gatehouse serve` with no config: creates the dev PKI, prints commands

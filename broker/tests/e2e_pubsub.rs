@@ -539,3 +539,90 @@ async fn qos2_is_refused_for_publish_and_downgraded_for_subscribe() {
         1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receive_rule_filters_every_delivered_message() {
+    let pki = Pki::generate();
+    // May subscribe to its whole tree but only be delivered `data`.
+    let b = BrokerProcess::start(
+        exe(),
+        &pki,
+        &format!("{ANY_CLIENT_ID}\n[acl.operational]\nreceive = [\"telemetry/{{cn}}/data\"]\n"),
+    );
+    let mut sub = connect_v4(
+        b.mqtt,
+        &pki,
+        Some(&pki.operational),
+        "GW0001-EEFF-sub",
+        |_| {},
+    )
+    .await
+    .unwrap();
+    sub.client
+        .subscribe(format!("telemetry/{GATEWAY_CODE}/#"), QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    sub.wait_for(LONG, |p| matches!(p, P4::SubAck(_)).then_some(()))
+        .await
+        .unwrap();
+    let p = connect_v4(
+        b.mqtt,
+        &pki,
+        Some(&pki.operational),
+        "GW0001-EEFF-pub",
+        |_| {},
+    )
+    .await
+    .unwrap();
+    // QoS 1 both ways: refused deliveries must not wedge the in-order acks.
+    for i in 0..5 {
+        for leaf in ["secret", "data"] {
+            let topic = format!("telemetry/{GATEWAY_CODE}/{leaf}");
+            p.client
+                .publish(
+                    topic,
+                    QoS::AtLeastOnce,
+                    false,
+                    format!("{leaf}-{i}").into_bytes(),
+                )
+                .await
+                .unwrap();
+        }
+    }
+    for i in 0..5 {
+        let got = sub
+            .next_publish(LONG)
+            .await
+            .expect("data message delivered");
+        assert_eq!(&got.payload[..], format!("data-{i}").as_bytes());
+    }
+    assert!(
+        sub.next_publish(SHORT).await.is_none(),
+        "nothing else delivered"
+    );
+    assert_eq!(
+        b.metric("gatehouse_acl_denials_total{action=\"receive\",kind=\"operational\"}"),
+        5.0
+    );
+    // The session still works afterwards.
+    p.client
+        .publish(
+            format!("telemetry/{GATEWAY_CODE}/data"),
+            QoS::AtLeastOnce,
+            false,
+            b"later".to_vec(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        &sub.next_publish(LONG)
+            .await
+            .expect("still delivered")
+            .payload[..],
+        b"later"
+    );
+    assert!(
+        b.log().contains("presence: online"),
+        "presence events are logged"
+    );
+}
