@@ -51,7 +51,7 @@ fn main() -> ExitCode {
         Command::Serve { config } => match serve(config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("gatehouse: {e:#}");
+                eprintln!("gatehouse: {e}");
                 ExitCode::FAILURE
             }
         },
