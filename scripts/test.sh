@@ -9,7 +9,7 @@ log() { printf '\n== %s\n' "$*"; }
 
 # System packages the build and the tests need. Later parts of Gatehouse add
 # theirs here (PostgreSQL, Mosquitto, ...).
-APT_PACKAGES=(gcc pkg-config ca-certificates)
+APT_PACKAGES=(gcc pkg-config ca-certificates mosquitto-clients)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -25,6 +25,9 @@ fi
 
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy
+
+# The broker load test holds 500 client connections in one process.
+ulimit -n 4096 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 export RUST_BACKTRACE=1
 export CARGO_TERM_COLOR=never

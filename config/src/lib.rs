@@ -12,13 +12,17 @@
 
 mod defaults;
 mod error;
+mod listeners;
 mod load;
+mod mqtt;
 mod raw;
 pub mod rule;
 mod settings;
 
 pub use error::ConfigError;
+pub use listeners::ListenerSettings;
 pub use load::{CONFIG_ENV, resolve_path};
+pub use mqtt::MqttSettings;
 pub use settings::{
     AclSettings, BootstrapClientId, Classification, Config, IdentitySettings, KindRules,
     OperationalClientId, TlsSettings,

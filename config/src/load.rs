@@ -259,6 +259,8 @@ impl Validator<'_> {
             tls: self.tls(raw.tls, &data_dir)?,
             identity: self.identity(raw.identity)?,
             acl: self.acl(raw.acl)?,
+            listeners: self.listeners(raw.listeners)?,
+            mqtt: self.mqtt(raw.mqtt)?,
             data_dir,
         })
     }

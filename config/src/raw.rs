@@ -12,6 +12,10 @@ pub(crate) struct RawConfig {
     pub identity: RawIdentity,
     #[serde(default)]
     pub acl: RawAcl,
+    #[serde(default)]
+    pub listeners: crate::listeners::RawListeners,
+    #[serde(default)]
+    pub mqtt: crate::mqtt::RawMqtt,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -6,9 +6,11 @@
 //! directory. Nothing here is checked in as an opaque blob: every certificate
 //! is generated on the fly.
 //!
-//! It does not start servers yet; later parts add private PostgreSQL and
-//! Mosquitto processes here.
+//! [`broker::BrokerProcess`] runs a private `gatehouse serve` on free ports;
+//! [`mqtt`] has rumqttc v3.1.1/v5 clients over mTLS and a raw TLS client.
 
 #![forbid(unsafe_code)]
 
+pub mod broker;
+pub mod mqtt;
 pub mod pki;
