@@ -12,11 +12,15 @@
 
 mod defaults;
 mod error;
+mod ingest;
 mod load;
 mod raw;
 mod settings;
 
 pub use error::ConfigError;
+pub use ingest::{
+    AckMode, IngestDatabase, IngestSettings, TimeFormat, WhenFull, WhenSpoolFull, redact_url,
+};
 pub use load::{CONFIG_ENV, resolve_path};
 pub use settings::{
     AclSettings, BootstrapClientId, Classification, Config, IdentitySettings, KindRules,

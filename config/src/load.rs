@@ -258,6 +258,7 @@ impl Validator<'_> {
             tls: self.tls(raw.tls, &data_dir)?,
             identity: self.identity(raw.identity)?,
             acl: self.acl(raw.acl)?,
+            ingest: self.ingest(raw.ingest, &data_dir)?,
             data_dir,
         })
     }
@@ -505,7 +506,7 @@ pub(crate) fn parse_fingerprint(s: &str) -> Option<[u8; 32]> {
 }
 
 /// A rule is an MQTT topic filter whose levels may hold `{placeholder}`s.
-fn check_rule(rule: &str) -> Result<(), String> {
+pub(crate) fn check_rule(rule: &str) -> Result<(), String> {
     if rule.is_empty() {
         return Err("empty rule; write a topic filter such as \"telemetry/{cn}/#\"".into());
     }
