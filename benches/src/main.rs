@@ -4,6 +4,12 @@
 //! (default 1,000,000) in a child process, then loads and verifies it in this
 //! process and reports the load time and the peak memory it took
 //! (`VmHWM` growth), so generation costs do not pollute the figure.
+//!
+//! `gatehouse-bench ingest [--rows N] [--per-row M]` starts a private
+//! PostgreSQL and compares telemetry rows/s: a raw binary COPY, the
+//! gatehouse-ingest pipeline, and one INSERT per row (on the first M rows).
+
+mod ingest;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -13,9 +19,13 @@ use gatehouse_auth::{CrlVerifier, RevocationSet};
 use gatehouse_bench::{bench_ca, crl_pem, serials};
 
 const USAGE: &str = "usage: gatehouse-bench crl-load [--entries N] [--dir DIR]
+       gatehouse-bench ingest [--rows N] [--per-row M]
 
   crl-load   generate a CRL of N entries (default 1000000) in a child process,
-             then load + verify it here; prints seconds and peak RSS growth";
+             then load + verify it here; prints seconds and peak RSS growth
+  ingest     private PostgreSQL: rows/s of raw binary COPY vs gatehouse-ingest
+             vs one INSERT per row, N rows (default 200000; INSERT on the
+             first M, default 5000)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -34,6 +44,8 @@ fn run(args: &[String]) -> Result<(), String> {
     };
     let mut entries = 1_000_000usize;
     let mut dir = std::env::temp_dir().join("gatehouse-bench-crl");
+    let mut rows = 200_000usize;
+    let mut per_row = 5_000usize;
     let mut it = rest.iter();
     while let Some(flag) = it.next() {
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -44,12 +56,23 @@ fn run(args: &[String]) -> Result<(), String> {
                     .map_err(|_| format!("--entries: not a number: {value}"))?
             }
             "--dir" => dir = PathBuf::from(value),
+            "--rows" => {
+                rows = value
+                    .parse()
+                    .map_err(|_| format!("--rows: not a number: {value}"))?
+            }
+            "--per-row" => {
+                per_row = value
+                    .parse()
+                    .map_err(|_| format!("--per-row: not a number: {value}"))?
+            }
             other => return Err(format!("unknown option {other}")),
         }
     }
     match cmd.as_str() {
         "crl-load" => crl_load(entries, &dir),
         "make-crl" => make_crl(entries, &dir),
+        "ingest" => ingest::run(rows, per_row),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())

@@ -300,7 +300,7 @@ async fn run_writer(core: Arc<Core>, rx: Arc<Mutex<mpsc::Receiver<Batch>>>) {
                 }
                 ErrorClass::Fatal => {
                     let acks = batch.acks.into_iter().map(|(a, _)| a).collect();
-                    isolate(&core, batch.unit, batch.items, acks, e).await;
+                    isolate(&core, &[batch.unit], batch.items, acks, e).await;
                 }
             },
         }
@@ -327,7 +327,7 @@ fn committed(core: &Core, items: &[Item], started: Instant) {
 /// The database refused a batch for a reason retrying cannot fix (schema
 /// mismatch, a value it will not store). Bisect to find the refused rows,
 /// commit the rest, and send the refused ones to the reject table.
-async fn isolate(core: &Core, unit: i64, items: Vec<Item>, acks: Vec<Ack>, first: sqlx::Error) {
+async fn isolate(core: &Core, units: &[i64], items: Vec<Item>, acks: Vec<Ack>, first: sqlx::Error) {
     let s = &core.settings;
     tracing::error!(
         table = %s.table,
@@ -375,7 +375,7 @@ async fn isolate(core: &Core, unit: i64, items: Vec<Item>, acks: Vec<Ack>, first
         }
     }
     let started = Instant::now();
-    match core.sink.write(&[unit], &refused).await {
+    match core.sink.write(units, &refused).await {
         Ok(()) => {
             committed(core, &refused, started);
             resolve_all(acks, Ok(Durability::Committed));
@@ -520,12 +520,8 @@ async fn replay_chunk(
                 }
             }
             Err(e) => {
-                let unit = units
-                    .first()
-                    .copied()
-                    .unwrap_or_else(|| core.spool.next_unit());
                 let plain = items.into_iter().map(|(_, i)| i).collect();
-                isolate(core, unit, plain, Vec::new(), e).await;
+                isolate(core, &units, plain, Vec::new(), e).await;
                 return Some(());
             }
         }
