@@ -8,8 +8,10 @@ cd "$(dirname "$0")/.."
 log() { printf '\n== %s\n' "$*"; }
 
 # System packages the build and the tests need. Later parts of Gatehouse add
-# theirs here (PostgreSQL, Mosquitto, ...).
-APT_PACKAGES=(gcc pkg-config ca-certificates mosquitto-clients)
+# theirs here. postgresql: the private test clusters of tests/src/postgres.rs;
+# util-linux: setpriv (runs them as `postgres`); procps: kill;
+# mosquitto-clients: mosquitto_pub/mosquitto_sub in the broker tests.
+APT_PACKAGES=(gcc pkg-config ca-certificates mosquitto-clients postgresql util-linux procps)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

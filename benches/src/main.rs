@@ -9,7 +9,12 @@
 //! QoS 0 messages/s (20 publishers -> 1 subscriber, 100-byte payloads) and
 //! mTLS connections/s against `gatehouse serve` and a local Mosquitto 2.0
 //! (`require_certificate true`) started side by side.
+//!
+//! `gatehouse-bench ingest [--rows N] [--per-row M]` starts a private
+//! PostgreSQL and compares telemetry rows/s: a raw binary COPY, the
+//! gatehouse-ingest pipeline, and one INSERT per row (on the first M rows).
 
+mod ingest;
 mod mqtt_load;
 
 use std::path::{Path, PathBuf};
@@ -22,13 +27,17 @@ use gatehouse_bench::{bench_ca, crl_pem, serials};
 const USAGE: &str = "usage: gatehouse-bench crl-load [--entries N] [--dir DIR]
        gatehouse-bench mqtt-load [--gatehouse BIN] [--mosquitto BIN] [--seconds N]
                                  [--publishers N] [--payload BYTES] [--connectors N]
+       gatehouse-bench ingest [--rows N] [--per-row M]
 
   crl-load   generate a CRL of N entries (default 1000000) in a child process,
              then load + verify it here; prints seconds and peak RSS growth
   mqtt-load  QoS 0 msg/s (default 20 publishers -> 1 subscriber, 100-byte
              payloads) and mTLS connections/s (default 8 concurrent
              connectors), gatehouse (default target/release/gatehouse) next to
-             mosquitto (default /usr/sbin/mosquitto), 5 s per measurement";
+             mosquitto (default /usr/sbin/mosquitto), 5 s per measurement
+  ingest     private PostgreSQL: rows/s of raw binary COPY vs gatehouse-ingest
+             vs one INSERT per row, N rows (default 200000; INSERT on the
+             first M, default 5000)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -60,6 +69,8 @@ fn run(args: &[String]) -> Result<(), String> {
             .parse()
             .map_err(|_| format!("{flag}: not a number: {value}"))
     };
+    let mut rows = 200_000usize;
+    let mut per_row = 5_000usize;
     let mut it = rest.iter();
     while let Some(flag) = it.next() {
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -76,6 +87,16 @@ fn run(args: &[String]) -> Result<(), String> {
             "--publishers" => load.publishers = number(flag, value)?,
             "--payload" => load.payload = number(flag, value)?,
             "--connectors" => load.connectors = number(flag, value)?,
+            "--rows" => {
+                rows = value
+                    .parse()
+                    .map_err(|_| format!("--rows: not a number: {value}"))?
+            }
+            "--per-row" => {
+                per_row = value
+                    .parse()
+                    .map_err(|_| format!("--per-row: not a number: {value}"))?
+            }
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -83,6 +104,7 @@ fn run(args: &[String]) -> Result<(), String> {
         "crl-load" => crl_load(entries, &dir),
         "make-crl" => make_crl(entries, &dir),
         "mqtt-load" => mqtt_load::run(&load),
+        "ingest" => ingest::run(rows, per_row),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())

@@ -12,6 +12,7 @@
 
 mod defaults;
 mod error;
+mod ingest;
 mod listeners;
 mod load;
 mod mqtt;
@@ -20,6 +21,9 @@ pub mod rule;
 mod settings;
 
 pub use error::ConfigError;
+pub use ingest::{
+    AckMode, IngestDatabase, IngestSettings, TimeFormat, WhenFull, WhenSpoolFull, redact_url,
+};
 pub use listeners::ListenerSettings;
 pub use load::{CONFIG_ENV, resolve_path};
 pub use mqtt::MqttSettings;

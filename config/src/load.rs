@@ -261,6 +261,7 @@ impl Validator<'_> {
             acl: self.acl(raw.acl)?,
             listeners: self.listeners(raw.listeners)?,
             mqtt: self.mqtt(raw.mqtt)?,
+            ingest: self.ingest(raw.ingest, &data_dir)?,
             data_dir,
         })
     }

@@ -16,6 +16,8 @@ pub(crate) struct RawConfig {
     pub listeners: crate::listeners::RawListeners,
     #[serde(default)]
     pub mqtt: crate::mqtt::RawMqtt,
+    #[serde(default)]
+    pub ingest: crate::ingest::RawIngest,
 }
 
 #[derive(Debug, Default, Deserialize)]

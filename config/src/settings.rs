@@ -17,6 +17,7 @@ pub struct Config {
     pub acl: AclSettings,
     pub listeners: crate::ListenerSettings,
     pub mqtt: crate::MqttSettings,
+    pub ingest: crate::ingest::IngestSettings,
 }
 
 /// `[tls]`: what the MQTT front door presents and verifies against.

@@ -8,9 +8,13 @@
 //!
 //! [`broker::BrokerProcess`] runs a private `gatehouse serve` on free ports;
 //! [`mqtt`] has rumqttc v3.1.1/v5 clients over mTLS and a raw TLS client.
+//! [`postgres::Postgres`] runs a private PostgreSQL cluster (initdb in a
+//! temporary directory, random port on 127.0.0.1) that tests can stop and
+//! start again. Later parts add Mosquitto processes here.
 
 #![forbid(unsafe_code)]
 
 pub mod broker;
 pub mod mqtt;
 pub mod pki;
+pub mod postgres;
