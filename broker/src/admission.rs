@@ -336,21 +336,15 @@ impl Conn {
         let router = shared.clone();
         let id = client_id.clone();
         let linked = tokio::task::spawn_blocking(move || router.router.link(&id, clean)).await;
-        let (link_tx, link_rx, notification) = match linked {
-            Ok(Ok(l)) => l,
-            Ok(Err(e)) => {
-                tracing::error!(client_id = %client_id, error = %e, "router refused the session");
-                self.refuse_connect(
-                    &codec,
-                    ConnectReturnCode::ServerBusy,
-                    ConnectReturnCode::ServiceUnavailable,
-                    "router",
-                )
-                .await;
-                return None;
-            }
-            Err(e) => {
-                tracing::error!(client_id = %client_id, error = %e, "router link task failed");
+        let failure = match linked {
+            Ok(Ok(l)) => Ok(l),
+            Ok(Err(e)) => Err(format!("router refused the session: {e}")),
+            Err(e) => Err(format!("router link task failed: {e}")),
+        };
+        let (link_tx, link_rx, notification) = match failure {
+            Ok(l) => l,
+            Err(why) => {
+                tracing::error!(client_id = %client_id, "{why}");
                 self.refuse_connect(
                     &codec,
                     ConnectReturnCode::ServerBusy,
