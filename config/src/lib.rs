@@ -13,12 +13,14 @@
 mod defaults;
 mod error;
 mod load;
+mod plugin;
 mod raw;
 pub mod rule;
 mod settings;
 
 pub use error::ConfigError;
 pub use load::{CONFIG_ENV, resolve_path};
+pub use plugin::PluginSettings;
 pub use settings::{
     AclSettings, BootstrapClientId, Classification, Config, IdentitySettings, KindRules,
     OperationalClientId, TlsSettings,

@@ -259,6 +259,7 @@ impl Validator<'_> {
             tls: self.tls(raw.tls, &data_dir)?,
             identity: self.identity(raw.identity)?,
             acl: self.acl(raw.acl)?,
+            plugin: self.plugin(raw.plugin)?,
             data_dir,
         })
     }

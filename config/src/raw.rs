@@ -12,6 +12,8 @@ pub(crate) struct RawConfig {
     pub identity: RawIdentity,
     #[serde(default)]
     pub acl: RawAcl,
+    #[serde(default)]
+    pub plugin: crate::plugin::RawPlugin,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -15,6 +15,8 @@ pub struct Config {
     pub tls: TlsSettings,
     pub identity: IdentitySettings,
     pub acl: AclSettings,
+    /// `[plugin]`: read only by the Mosquitto plugin.
+    pub plugin: crate::PluginSettings,
 }
 
 /// `[tls]`: what the MQTT front door presents and verifies against.

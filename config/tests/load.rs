@@ -295,3 +295,18 @@ fn rule_deeper_than_max_topic_levels_is_refused() {
     // A trailing `#` also matches the parent, so it does not count.
     parse("[acl]\nmax_topic_levels = 3\n\n[acl.operational]\npublish = [\"a/b/c/#\"]\nsubscribe = []\nreceive = []\n\n[acl.bootstrap]\npublish = []\nsubscribe = []\nreceive = []\n").unwrap();
 }
+
+#[test]
+fn plugin_metrics_address() {
+    assert_eq!(Config::defaults().plugin.metrics, None);
+    let c = parse("[plugin]\nmetrics = \"127.0.0.1:9091\"\n").unwrap();
+    assert_eq!(c.plugin.metrics, Some("127.0.0.1:9091".parse().unwrap()));
+    assert_eq!(parse("[plugin]\nmetrics = \"\"\n").unwrap().plugin.metrics, None);
+
+    let e = err("# metrics\n[plugin]\nmetrics = \"localhost\"\n");
+    assert_eq!(e.key(), Some("plugin.metrics"));
+    assert_eq!(e.line(), Some(3));
+    assert!(e.to_string().contains("127.0.0.1:9091"), "{e}");
+    let e = err("[plugin]\nmetric = \"127.0.0.1:9091\"\n");
+    assert_eq!(e.key(), Some("plugin.metric"));
+}
