@@ -6,9 +6,14 @@
 //! directory. Nothing here is checked in as an opaque blob: every certificate
 //! is generated on the fly.
 //!
-//! It does not start servers yet; later parts add private PostgreSQL and
-//! Mosquitto processes here.
+//! It also starts a private Mosquitto with the Gatehouse plugin
+//! ([`mosquitto::Mosquitto`]), has MQTT v5 mTLS test clients ([`mqtt::Conn`])
+//! and the admission/ACL case table shared by both broker shapes
+//! ([`acl_cases`]).
 
 #![forbid(unsafe_code)]
 
+pub mod acl_cases;
+pub mod mosquitto;
+pub mod mqtt;
 pub mod pki;
