@@ -9,7 +9,10 @@ log() { printf '\n== %s\n' "$*"; }
 
 # System packages the build and the tests need. Later parts of Gatehouse add
 # theirs here (PostgreSQL, Mosquitto, ...).
-APT_PACKAGES=(gcc pkg-config ca-certificates)
+APT_PACKAGES=(gcc pkg-config ca-certificates
+    # Mosquitto plugin: headers for bindgen (+ libclang), libcrypto to link,
+    # the broker and its command-line clients for the end-to-end tests.
+    mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev libclang-dev libssl-dev)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -301,7 +301,10 @@ fn plugin_metrics_address() {
     assert_eq!(Config::defaults().plugin.metrics, None);
     let c = parse("[plugin]\nmetrics = \"127.0.0.1:9091\"\n").unwrap();
     assert_eq!(c.plugin.metrics, Some("127.0.0.1:9091".parse().unwrap()));
-    assert_eq!(parse("[plugin]\nmetrics = \"\"\n").unwrap().plugin.metrics, None);
+    assert_eq!(
+        parse("[plugin]\nmetrics = \"\"\n").unwrap().plugin.metrics,
+        None
+    );
 
     let e = err("# metrics\n[plugin]\nmetrics = \"localhost\"\n");
     assert_eq!(e.key(), Some("plugin.metrics"));

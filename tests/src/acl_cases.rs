@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use gatehouse_acl::Action;
 
-use crate::mqtt::{ConnectError, Conn, Credentials, Endpoint};
+use crate::mqtt::{Conn, ConnectError, Credentials, Endpoint};
 use crate::pki::{BOOTSTRAP_MAC, Client, GATEWAY_CODE, Pki};
 
 /// Gateway code of the second good operational client ([`Fixtures`]).
@@ -88,10 +88,12 @@ impl<'a> Fixtures<'a> {
     /// (client id, credentials) for `who`.
     pub fn of(&self, who: Who) -> (String, Option<Credentials<'_>>) {
         let p = self.pki;
-        let c = |cl: &'a Client| Some(Credentials {
-            cert: &cl.cert_path,
-            key: &cl.key_path,
-        });
+        let c = |cl: &'a Client| {
+            Some(Credentials {
+                cert: &cl.cert_path,
+                key: &cl.key_path,
+            })
+        };
         match who {
             Who::Gateway => (GATEWAY_CODE.into(), c(&p.operational)),
             Who::OtherGateway => (
@@ -165,16 +167,56 @@ pub struct AclCase {
 
 /// CONNECT cases.
 pub const CONNECT_CASES: &[ConnectCase] = &[
-    ConnectCase { name: "operational, client id = CN", who: Who::Gateway, expect: Admission::Admit },
-    ConnectCase { name: "bootstrap, client id = MAC", who: Who::Bootstrap, expect: Admission::Admit },
-    ConnectCase { name: "operational, client id != CN", who: Who::GatewayWrongClientId, expect: Admission::Refuse },
-    ConnectCase { name: "bootstrap, client id not a MAC", who: Who::BootstrapNotMac, expect: Admission::Refuse },
-    ConnectCase { name: "wrong OU", who: Who::WrongOu, expect: Admission::Refuse },
-    ConnectCase { name: "revoked before connect", who: Who::Revoked, expect: Admission::Refuse },
-    ConnectCase { name: "expired", who: Who::Expired, expect: Admission::Refuse },
-    ConnectCase { name: "not yet valid", who: Who::NotYetValid, expect: Admission::Refuse },
-    ConnectCase { name: "signed by another CA", who: Who::WrongCa, expect: Admission::Refuse },
-    ConnectCase { name: "no client certificate", who: Who::NoCertificate, expect: Admission::Refuse },
+    ConnectCase {
+        name: "operational, client id = CN",
+        who: Who::Gateway,
+        expect: Admission::Admit,
+    },
+    ConnectCase {
+        name: "bootstrap, client id = MAC",
+        who: Who::Bootstrap,
+        expect: Admission::Admit,
+    },
+    ConnectCase {
+        name: "operational, client id != CN",
+        who: Who::GatewayWrongClientId,
+        expect: Admission::Refuse,
+    },
+    ConnectCase {
+        name: "bootstrap, client id not a MAC",
+        who: Who::BootstrapNotMac,
+        expect: Admission::Refuse,
+    },
+    ConnectCase {
+        name: "wrong OU",
+        who: Who::WrongOu,
+        expect: Admission::Refuse,
+    },
+    ConnectCase {
+        name: "revoked before connect",
+        who: Who::Revoked,
+        expect: Admission::Refuse,
+    },
+    ConnectCase {
+        name: "expired",
+        who: Who::Expired,
+        expect: Admission::Refuse,
+    },
+    ConnectCase {
+        name: "not yet valid",
+        who: Who::NotYetValid,
+        expect: Admission::Refuse,
+    },
+    ConnectCase {
+        name: "signed by another CA",
+        who: Who::WrongCa,
+        expect: Admission::Refuse,
+    },
+    ConnectCase {
+        name: "no client certificate",
+        who: Who::NoCertificate,
+        expect: Admission::Refuse,
+    },
 ];
 
 use Action::{Publish, Receive, Subscribe};
@@ -182,25 +224,158 @@ use Expect::{Allow, Deny};
 
 /// ACL cases (default rules plus [`ACL_TOML`]'s `fleet/` tree).
 pub const ACL_CASES: &[AclCase] = &[
-    AclCase { name: "gateway publishes its own telemetry", who: Who::Gateway, action: Publish, topic: "telemetry/GW0001-EEFF/data", expect: Allow, peer: Peer::SelfVia("telemetry/GW0001-EEFF/#") },
-    AclCase { name: "gateway subscribes to its own tree", who: Who::Gateway, action: Subscribe, topic: "telemetry/GW0001-EEFF/#", expect: Allow, peer: Peer::None },
-    AclCase { name: "gateway publishes on another gateway's topic", who: Who::Gateway, action: Publish, topic: "telemetry/GW0002-AABB/data", expect: Deny, peer: Peer::Other(Who::OtherGateway, "telemetry/GW0002-AABB/#") },
-    AclCase { name: "gateway subscribes to another gateway's tree", who: Who::Gateway, action: Subscribe, topic: "telemetry/GW0002-AABB/#", expect: Deny, peer: Peer::None },
-    AclCase { name: "gateway subscribes to #", who: Who::Gateway, action: Subscribe, topic: "#", expect: Deny, peer: Peer::None },
-    AclCase { name: "gateway subscribes to telemetry/#", who: Who::Gateway, action: Subscribe, topic: "telemetry/#", expect: Deny, peer: Peer::None },
-    AclCase { name: "gateway subscribes to telemetry/+/data", who: Who::Gateway, action: Subscribe, topic: "telemetry/+/data", expect: Deny, peer: Peer::None },
-    AclCase { name: "gateway subscribes to $SYS/#", who: Who::Gateway, action: Subscribe, topic: "$SYS/#", expect: Deny, peer: Peer::None },
-    AclCase { name: "gateway publishes to $SYS", who: Who::Gateway, action: Publish, topic: "$SYS/broker/x", expect: Deny, peer: Peer::None },
-    AclCase { name: "gateway publishes on a provisioning topic", who: Who::Gateway, action: Publish, topic: "tds/provision/aa:bb:cc:dd:ee:ff/register", expect: Deny, peer: Peer::Other(Who::Bootstrap, "tds/provision/aa:bb:cc:dd:ee:ff/#") },
-    AclCase { name: "bootstrap publishes under its MAC", who: Who::Bootstrap, action: Publish, topic: "tds/provision/aa:bb:cc:dd:ee:ff/register", expect: Allow, peer: Peer::SelfVia("tds/provision/aa:bb:cc:dd:ee:ff/#") },
-    AclCase { name: "bootstrap subscribes under its MAC", who: Who::Bootstrap, action: Subscribe, topic: "tds/provision/aa:bb:cc:dd:ee:ff/#", expect: Allow, peer: Peer::None },
-    AclCase { name: "bootstrap publishes under another MAC", who: Who::Bootstrap, action: Publish, topic: "tds/provision/02:00:00:00:00:02/register", expect: Deny, peer: Peer::Other(Who::BootstrapOtherMac, "tds/provision/02:00:00:00:00:02/#") },
-    AclCase { name: "bootstrap subscribes under another MAC", who: Who::Bootstrap, action: Subscribe, topic: "tds/provision/02:00:00:00:00:02/#", expect: Deny, peer: Peer::None },
-    AclCase { name: "bootstrap subscribes to tds/provision/#", who: Who::Bootstrap, action: Subscribe, topic: "tds/provision/#", expect: Deny, peer: Peer::None },
-    AclCase { name: "bootstrap publishes telemetry", who: Who::Bootstrap, action: Publish, topic: "telemetry/GW0001-EEFF/data", expect: Deny, peer: Peer::Other(Who::Gateway, "telemetry/GW0001-EEFF/#") },
-    AclCase { name: "bootstrap subscribes to #", who: Who::Bootstrap, action: Subscribe, topic: "#", expect: Deny, peer: Peer::None },
-    AclCase { name: "gateway receives a fleet/all message", who: Who::Gateway, action: Receive, topic: "fleet/all/GW0002-AABB", expect: Allow, peer: Peer::Other(Who::OtherGateway, "fleet/#") },
-    AclCase { name: "gateway does not receive a fleet/secret message", who: Who::Gateway, action: Receive, topic: "fleet/secret/GW0002-AABB", expect: Deny, peer: Peer::Other(Who::OtherGateway, "fleet/#") },
+    AclCase {
+        name: "gateway publishes its own telemetry",
+        who: Who::Gateway,
+        action: Publish,
+        topic: "telemetry/GW0001-EEFF/data",
+        expect: Allow,
+        peer: Peer::SelfVia("telemetry/GW0001-EEFF/#"),
+    },
+    AclCase {
+        name: "gateway subscribes to its own tree",
+        who: Who::Gateway,
+        action: Subscribe,
+        topic: "telemetry/GW0001-EEFF/#",
+        expect: Allow,
+        peer: Peer::None,
+    },
+    AclCase {
+        name: "gateway publishes on another gateway's topic",
+        who: Who::Gateway,
+        action: Publish,
+        topic: "telemetry/GW0002-AABB/data",
+        expect: Deny,
+        peer: Peer::Other(Who::OtherGateway, "telemetry/GW0002-AABB/#"),
+    },
+    AclCase {
+        name: "gateway subscribes to another gateway's tree",
+        who: Who::Gateway,
+        action: Subscribe,
+        topic: "telemetry/GW0002-AABB/#",
+        expect: Deny,
+        peer: Peer::None,
+    },
+    AclCase {
+        name: "gateway subscribes to #",
+        who: Who::Gateway,
+        action: Subscribe,
+        topic: "#",
+        expect: Deny,
+        peer: Peer::None,
+    },
+    AclCase {
+        name: "gateway subscribes to telemetry/#",
+        who: Who::Gateway,
+        action: Subscribe,
+        topic: "telemetry/#",
+        expect: Deny,
+        peer: Peer::None,
+    },
+    AclCase {
+        name: "gateway subscribes to telemetry/+/data",
+        who: Who::Gateway,
+        action: Subscribe,
+        topic: "telemetry/+/data",
+        expect: Deny,
+        peer: Peer::None,
+    },
+    AclCase {
+        name: "gateway subscribes to $SYS/#",
+        who: Who::Gateway,
+        action: Subscribe,
+        topic: "$SYS/#",
+        expect: Deny,
+        peer: Peer::None,
+    },
+    AclCase {
+        name: "gateway publishes to $SYS",
+        who: Who::Gateway,
+        action: Publish,
+        topic: "$SYS/broker/x",
+        expect: Deny,
+        peer: Peer::None,
+    },
+    AclCase {
+        name: "gateway publishes on a provisioning topic",
+        who: Who::Gateway,
+        action: Publish,
+        topic: "tds/provision/aa:bb:cc:dd:ee:ff/register",
+        expect: Deny,
+        peer: Peer::Other(Who::Bootstrap, "tds/provision/aa:bb:cc:dd:ee:ff/#"),
+    },
+    AclCase {
+        name: "bootstrap publishes under its MAC",
+        who: Who::Bootstrap,
+        action: Publish,
+        topic: "tds/provision/aa:bb:cc:dd:ee:ff/register",
+        expect: Allow,
+        peer: Peer::SelfVia("tds/provision/aa:bb:cc:dd:ee:ff/#"),
+    },
+    AclCase {
+        name: "bootstrap subscribes under its MAC",
+        who: Who::Bootstrap,
+        action: Subscribe,
+        topic: "tds/provision/aa:bb:cc:dd:ee:ff/#",
+        expect: Allow,
+        peer: Peer::None,
+    },
+    AclCase {
+        name: "bootstrap publishes under another MAC",
+        who: Who::Bootstrap,
+        action: Publish,
+        topic: "tds/provision/02:00:00:00:00:02/register",
+        expect: Deny,
+        peer: Peer::Other(Who::BootstrapOtherMac, "tds/provision/02:00:00:00:00:02/#"),
+    },
+    AclCase {
+        name: "bootstrap subscribes under another MAC",
+        who: Who::Bootstrap,
+        action: Subscribe,
+        topic: "tds/provision/02:00:00:00:00:02/#",
+        expect: Deny,
+        peer: Peer::None,
+    },
+    AclCase {
+        name: "bootstrap subscribes to tds/provision/#",
+        who: Who::Bootstrap,
+        action: Subscribe,
+        topic: "tds/provision/#",
+        expect: Deny,
+        peer: Peer::None,
+    },
+    AclCase {
+        name: "bootstrap publishes telemetry",
+        who: Who::Bootstrap,
+        action: Publish,
+        topic: "telemetry/GW0001-EEFF/data",
+        expect: Deny,
+        peer: Peer::Other(Who::Gateway, "telemetry/GW0001-EEFF/#"),
+    },
+    AclCase {
+        name: "bootstrap subscribes to #",
+        who: Who::Bootstrap,
+        action: Subscribe,
+        topic: "#",
+        expect: Deny,
+        peer: Peer::None,
+    },
+    AclCase {
+        name: "gateway receives a fleet/all message",
+        who: Who::Gateway,
+        action: Receive,
+        topic: "fleet/all/GW0002-AABB",
+        expect: Allow,
+        peer: Peer::Other(Who::OtherGateway, "fleet/#"),
+    },
+    AclCase {
+        name: "gateway does not receive a fleet/secret message",
+        who: Who::Gateway,
+        action: Receive,
+        topic: "fleet/secret/GW0002-AABB",
+        expect: Deny,
+        peer: Peer::Other(Who::OtherGateway, "fleet/#"),
+    },
 ];
 
 /// When the target refuses a bad identity.
@@ -281,17 +456,29 @@ pub async fn run_acl(target: &Target, fx: &Fixtures<'_>, case: &AclCase) -> Expe
             let mut observer = match case.peer {
                 Peer::None => None,
                 Peer::SelfVia(filter) => {
-                    assert!(c.subscribe(filter).await, "{}: self subscription {filter:?} must be allowed", case.name);
+                    assert!(
+                        c.subscribe(filter).await,
+                        "{}: self subscription {filter:?} must be allowed",
+                        case.name
+                    );
                     None
                 }
                 Peer::Other(who, filter) => {
                     let mut o = must_connect(target, fx, who).await;
-                    assert!(o.subscribe(filter).await, "{}: observer subscription {filter:?} must be allowed", case.name);
+                    assert!(
+                        o.subscribe(filter).await,
+                        "{}: observer subscription {filter:?} must be allowed",
+                        case.name
+                    );
                     Some(o)
                 }
             };
             let acked = c.publish(case.topic, &payload).await;
-            let wait = if acked { DELIVERED_WAIT } else { NOT_DELIVERED_WAIT };
+            let wait = if acked {
+                DELIVERED_WAIT
+            } else {
+                NOT_DELIVERED_WAIT
+            };
             let delivered = match (&case.peer, observer.as_mut()) {
                 (Peer::SelfVia(_), _) => Some(c.received(case.topic, &payload, wait).await),
                 (_, Some(o)) => Some(o.received(case.topic, &payload, wait).await),
@@ -310,12 +497,24 @@ pub async fn run_acl(target: &Target, fx: &Fixtures<'_>, case: &AclCase) -> Expe
         }
         Receive => {
             let Peer::Other(publisher, filter) = case.peer else {
-                panic!("{}: a receive case needs Peer::Other(publisher, filter)", case.name);
+                panic!(
+                    "{}: a receive case needs Peer::Other(publisher, filter)",
+                    case.name
+                );
             };
             let mut rx = must_connect(target, fx, case.who).await;
-            assert!(rx.subscribe(filter).await, "{}: subscription {filter:?} must be allowed", case.name);
+            assert!(
+                rx.subscribe(filter).await,
+                "{}: subscription {filter:?} must be allowed",
+                case.name
+            );
             let mut tx = must_connect(target, fx, publisher).await;
-            assert!(tx.publish(case.topic, &payload).await, "{}: publishing {:?} must be allowed", case.name, case.topic);
+            assert!(
+                tx.publish(case.topic, &payload).await,
+                "{}: publishing {:?} must be allowed",
+                case.name,
+                case.topic
+            );
             let wait = match case.expect {
                 Allow => DELIVERED_WAIT,
                 Deny => NOT_DELIVERED_WAIT * 2,
@@ -332,7 +531,10 @@ pub async fn run_all(target: &Target, fx: &Fixtures<'_>) {
     for case in CONNECT_CASES {
         let got = run_connect(target, fx, case).await;
         if got != case.expect {
-            wrong.push(format!("connect: {}: expected {:?}, got {got:?}", case.name, case.expect));
+            wrong.push(format!(
+                "connect: {}: expected {:?}, got {got:?}",
+                case.name, case.expect
+            ));
         }
     }
     for case in ACL_CASES {

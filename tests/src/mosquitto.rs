@@ -149,7 +149,9 @@ impl Mosquitto {
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| panic!("start {MOSQUITTO_BIN}: {e} (install the mosquitto package)"));
+            .unwrap_or_else(|e| {
+                panic!("start {MOSQUITTO_BIN}: {e} (install the mosquitto package)")
+            });
         let mut m = Mosquitto {
             child,
             port,

@@ -76,9 +76,10 @@ fn tls_config(ca_file: &Path, creds: Option<Credentials<'_>>) -> rustls::ClientC
     match creds {
         None => builder.with_no_client_auth(),
         Some(c) => {
-            let chain: Vec<_> = rustls_pemfile::certs(&mut std::fs::read(c.cert).unwrap().as_slice())
-                .map(|c| c.expect("client cert PEM"))
-                .collect();
+            let chain: Vec<_> =
+                rustls_pemfile::certs(&mut std::fs::read(c.cert).unwrap().as_slice())
+                    .map(|c| c.expect("client cert PEM"))
+                    .collect();
             let key = rustls_pemfile::private_key(&mut std::fs::read(c.key).unwrap().as_slice())
                 .expect("client key PEM")
                 .expect("a private key");
@@ -99,9 +100,9 @@ impl Conn {
         let mut opts = MqttOptions::new(client_id, endpoint.host.clone(), endpoint.port);
         opts.set_keep_alive(Duration::from_secs(30));
         opts.set_clean_start(true);
-        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(
-            tls_config(&endpoint.ca_file, creds),
-        ))));
+        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            Arc::new(tls_config(&endpoint.ca_file, creds)),
+        )));
         let (client, mut eventloop) = AsyncClient::new(opts, 64);
         let (tx, mut rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
@@ -184,7 +185,12 @@ impl Conn {
     /// SUBSCRIBE at QoS 1: `true` when granted, `false` when refused in the
     /// SUBACK or when the broker closed the connection instead.
     pub async fn subscribe(&mut self, filter: &str) -> bool {
-        if self.client.subscribe(filter, QoS::AtLeastOnce).await.is_err() {
+        if self
+            .client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .await
+            .is_err()
+        {
             return false;
         }
         let deadline = tokio::time::Instant::now() + ACK_TIMEOUT;
@@ -192,7 +198,10 @@ impl Conn {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match self.next(left).await {
                 Some(Packet::SubAck(ack)) => {
-                    return matches!(ack.return_codes.first(), Some(SubscribeReasonCode::Success(_)));
+                    return matches!(
+                        ack.return_codes.first(),
+                        Some(SubscribeReasonCode::Success(_))
+                    );
                 }
                 Some(Packet::Publish(p)) => self.backlog.push(p),
                 Some(_) => continue,
