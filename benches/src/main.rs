@@ -4,6 +4,12 @@
 //! (default 1,000,000) in a child process, then loads and verifies it in this
 //! process and reports the load time and the peak memory it took
 //! (`VmHWM` growth), so generation costs do not pollute the figure.
+//!
+//! `gatehouse-bench plugin-cost [--clients N] [--secs S] [--rounds R]`
+//! compares Mosquitto + libgatehouse_mosquitto.so with Mosquitto + an
+//! equivalent plain `acl_file` under the same load (see `plugin_cost.rs`).
+
+mod plugin_cost;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -13,9 +19,13 @@ use gatehouse_auth::{CrlVerifier, RevocationSet};
 use gatehouse_bench::{bench_ca, crl_pem, serials};
 
 const USAGE: &str = "usage: gatehouse-bench crl-load [--entries N] [--dir DIR]
+       gatehouse-bench plugin-cost [--clients N] [--secs S] [--rounds R]
 
   crl-load   generate a CRL of N entries (default 1000000) in a child process,
-             then load + verify it here; prints seconds and peak RSS growth";
+             then load + verify it here; prints seconds and peak RSS growth
+  plugin-cost  Mosquitto + Gatehouse plugin vs Mosquitto + acl_file, same load
+             (N gateways, default 8; rounds of S seconds, default 5; R rounds
+             each, alternating, default 2); prints msg/s and the plugin's cost";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -33,6 +43,7 @@ fn run(args: &[String]) -> Result<(), String> {
         return Err("no command given".into());
     };
     let mut entries = 1_000_000usize;
+    let (mut clients, mut secs, mut rounds) = (8usize, 5u64, 2usize);
     let mut dir = std::env::temp_dir().join("gatehouse-bench-crl");
     let mut it = rest.iter();
     while let Some(flag) = it.next() {
@@ -44,12 +55,16 @@ fn run(args: &[String]) -> Result<(), String> {
                     .map_err(|_| format!("--entries: not a number: {value}"))?
             }
             "--dir" => dir = PathBuf::from(value),
+            "--clients" => clients = value.parse().map_err(|_| format!("--clients: {value}"))?,
+            "--secs" => secs = value.parse().map_err(|_| format!("--secs: {value}"))?,
+            "--rounds" => rounds = value.parse().map_err(|_| format!("--rounds: {value}"))?,
             other => return Err(format!("unknown option {other}")),
         }
     }
     match cmd.as_str() {
         "crl-load" => crl_load(entries, &dir),
         "make-crl" => make_crl(entries, &dir),
+        "plugin-cost" => plugin_cost::plugin_cost(clients, secs, rounds),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())

@@ -54,14 +54,22 @@ pub fn plugin_path() -> &'static Path {
             .map(PathBuf::from)
             .unwrap_or_else(|| root.join("target"))
             .join("plugin-for-tests");
+        // A release harness (the benchmarks) measures a release plugin.
+        let release = !cfg!(debug_assertions);
+        let mut args = vec!["build", "--locked", "-p", "gatehouse-mosquitto"];
+        if release {
+            args.push("--release");
+        }
         let status = Command::new(env!("CARGO"))
-            .args(["build", "--locked", "-p", "gatehouse-mosquitto"])
+            .args(&args)
             .env("CARGO_TARGET_DIR", &target)
             .current_dir(root)
             .status()
             .expect("run cargo build -p gatehouse-mosquitto");
         assert!(status.success(), "building the Mosquitto plugin failed");
-        let so = target.join("debug/libgatehouse_mosquitto.so");
+        let so = target
+            .join(if release { "release" } else { "debug" })
+            .join("libgatehouse_mosquitto.so");
         assert!(so.is_file(), "{} missing after build", so.display());
         so
     })
@@ -76,6 +84,10 @@ pub struct Options {
     pub gatehouse_extra: String,
     /// Replace the whole gatehouse.toml with this text.
     pub gatehouse_toml: Option<String>,
+    /// No plugin: Mosquitto's own `acl_file` with this text and
+    /// `use_identity_as_username true` (the baseline of the plugin-cost
+    /// benchmark).
+    pub plain_acl_file: Option<String>,
 }
 
 /// A running Mosquitto (killed on drop).
@@ -110,11 +122,24 @@ fn write_files(pki: &Pki, port: u16, opts: &Options) -> (PathBuf, PathBuf) {
     };
     let toml_path = dir.join("gatehouse.toml");
     std::fs::write(&toml_path, toml).expect("write gatehouse.toml");
-    let mut conf = render_conf(
-        &format!("{port} 127.0.0.1"),
-        &dir.display().to_string(),
-        &plugin_path().display().to_string(),
-    );
+    let mut conf = match &opts.plain_acl_file {
+        None => render_conf(
+            &format!("{port} 127.0.0.1"),
+            &dir.display().to_string(),
+            &plugin_path().display().to_string(),
+        ),
+        Some(acl) => {
+            let acl_path = dir.join(format!("acl-{port}"));
+            std::fs::write(&acl_path, acl).expect("write acl_file");
+            let d = dir.display();
+            format!(
+                "per_listener_settings false\nlistener {port} 127.0.0.1\ncafile {d}/ca.crt\n\
+                 certfile {d}/server.crt\nkeyfile {d}/server.key\nrequire_certificate true\n\
+                 tls_version tlsv1.2\nuse_identity_as_username true\nacl_file {}\n",
+                acl_path.display()
+            )
+        }
+    };
     if opts.use_identity_as_username {
         conf.push_str("use_identity_as_username true\n");
     }

@@ -15,6 +15,7 @@ fn shared_options(use_identity_as_username: bool) -> Options {
         use_identity_as_username,
         gatehouse_extra: ACL_TOML.to_string(),
         gatehouse_toml: None,
+        plain_acl_file: None,
     }
 }
 
