@@ -223,3 +223,97 @@ fn readme_shows_the_tested_mosquitto_conf() {
         "README's \"Using with Mosquitto\" block must be exactly:\n{block}"
     );
 }
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("metrics listener");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_listener_counts_admissions_and_denials() {
+    let pki = Pki::generate();
+    let fx = Fixtures::new(&pki);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mosq = Mosquitto::start(
+        &pki,
+        &Options {
+            gatehouse_extra: format!("[plugin]\nmetrics = \"{addr}\"\n"),
+            ..Options::default()
+        },
+    );
+    let (id, creds) = fx.of(Who::Gateway);
+    let mut gw = Conn::connect(&mosq.endpoint(), &id, creds).await.unwrap();
+    assert!(!gw.subscribe("#").await);
+    let (id, creds) = fx.of(Who::WrongOu);
+    assert!(Conn::connect(&mosq.endpoint(), &id, creds).await.is_err());
+    let (id, creds) = fx.of(Who::Revoked);
+    assert!(Conn::connect(&mosq.endpoint(), &id, creds).await.is_err());
+
+    let page = http_get(&addr, "/metrics");
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    for line in [
+        "gatehouse_handshakes_total{result=\"ok\"} 1",
+        "gatehouse_handshakes_total{result=\"unknown_kind\"} 1",
+        "gatehouse_handshakes_total{result=\"revoked\"} 1",
+        "gatehouse_acl_denials_total{action=\"subscribe\",kind=\"operational\"} 1",
+        "gatehouse_active_sessions{kind=\"operational\"} 1",
+        "gatehouse_crl_entries 1",
+        "gatehouse_revocation_kicks_total 0",
+    ] {
+        assert!(page.contains(line), "missing {line:?} in:\n{page}");
+    }
+    assert!(http_get(&addr, "/").starts_with("HTTP/1.1 404"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_rules_and_a_bad_file_keeps_the_old_ones() {
+    let pki = Pki::generate();
+    let fx = Fixtures::new(&pki);
+    let mosq = Mosquitto::start(&pki, &Options::default());
+    let (id, creds) = fx.of(Who::Gateway);
+    let mut gw = Conn::connect(&mosq.endpoint(), &id, creds).await.unwrap();
+    assert!(!gw.subscribe("news/#").await, "not allowed by the defaults");
+
+    let base = std::fs::read_to_string(&mosq.gatehouse_toml).unwrap();
+    std::fs::write(
+        &mosq.gatehouse_toml,
+        format!("{base}\n[acl.operational]\nsubscribe = [\"telemetry/{{cn}}/#\", \"news/#\"]\n"),
+    )
+    .unwrap();
+    mosq.reload();
+    assert!(
+        mosq.wait_log("gatehouse: reloaded", Duration::from_secs(5)),
+        "{}",
+        mosq.log()
+    );
+    assert!(
+        gw.subscribe("news/#").await,
+        "new rule in force for an open session"
+    );
+
+    std::fs::write(&mosq.gatehouse_toml, format!("{base}\n[acl]\nbogus = 1\n")).unwrap();
+    mosq.reload();
+    assert!(
+        mosq.wait_log(
+            "reload refused, keeping the previous rules",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        mosq.log()
+    );
+    assert!(mosq.log().contains("key `acl.bogus`"), "{}", mosq.log());
+    assert!(gw.subscribe("news/#").await, "previous rules kept");
+}
