@@ -239,6 +239,29 @@ impl Mosquitto {
     }
 }
 
+impl Mosquitto {
+    /// SIGTERM, then waits (up to 10 s) for Mosquitto to exit: its plugin
+    /// cleanup runs on the way out. Returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait mosquitto") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto still running 10 s after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 impl Drop for Mosquitto {
     fn drop(&mut self) {
         let _ = self.child.kill();

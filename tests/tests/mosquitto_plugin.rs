@@ -317,3 +317,31 @@ async fn sighup_reloads_the_rules_and_a_bad_file_keeps_the_old_ones() {
     assert!(mosq.log().contains("key `acl.bogus`"), "{}", mosq.log());
     assert!(gw.subscribe("news/#").await, "previous rules kept");
 }
+
+#[test]
+fn shutdown_runs_cleanup_and_exits_cleanly() {
+    let pki = Pki::generate();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut mosq = Mosquitto::start(
+        &pki,
+        &Options {
+            gatehouse_extra: format!("[plugin]\nmetrics = \"{addr}\"\n"),
+            ..Options::default()
+        },
+    );
+    assert!(http_get(&addr, "/metrics").starts_with("HTTP/1.1 200"));
+    let status = mosq.terminate();
+    assert!(status.success(), "{status}\n{}", mosq.log());
+    // The metrics thread was joined: nothing listens any more.
+    assert!(std::net::TcpStream::connect(&addr).is_err());
+    let log = mosq.log();
+    assert!(
+        !log.contains("panic") && !log.contains("unregistering"),
+        "{log}"
+    );
+}
