@@ -11,7 +11,10 @@ log() { printf '\n== %s\n' "$*"; }
 # theirs here. postgresql: the private test clusters of tests/src/postgres.rs;
 # util-linux: setpriv (runs them as `postgres`); procps: kill;
 # mosquitto-clients: mosquitto_pub/mosquitto_sub in the broker tests.
-APT_PACKAGES=(gcc pkg-config ca-certificates mosquitto-clients postgresql util-linux procps)
+APT_PACKAGES=(gcc pkg-config ca-certificates postgresql util-linux procps
+    # Mosquitto plugin: headers for bindgen (+ libclang), libcrypto to link,
+    # the broker and its command-line clients for the end-to-end tests.
+    mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev libclang-dev libssl-dev)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -39,6 +42,10 @@ cargo fmt --all -- --check
 
 log "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+log "build libgatehouse_mosquitto.so for the Mosquitto end-to-end tests"
+cargo build --locked -p gatehouse-mosquitto
+export GATEHOUSE_PLUGIN_SO="${CARGO_TARGET_DIR:-$PWD/target}/debug/libgatehouse_mosquitto.so"
 
 log "cargo test (unit, integration, doc tests; benchmarks run once in test mode)"
 results=$(mktemp)

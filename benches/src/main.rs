@@ -13,9 +13,14 @@
 //! `gatehouse-bench ingest [--rows N] [--per-row M]` starts a private
 //! PostgreSQL and compares telemetry rows/s: a raw binary COPY, the
 //! gatehouse-ingest pipeline, and one INSERT per row (on the first M rows).
+//!
+//! `gatehouse-bench plugin-cost [--clients N] [--secs S] [--rounds R]`
+//! compares Mosquitto + libgatehouse_mosquitto.so with Mosquitto + an
+//! equivalent plain `acl_file` under the same load (see `plugin_cost.rs`).
 
 mod ingest;
 mod mqtt_load;
+mod plugin_cost;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -28,6 +33,7 @@ const USAGE: &str = "usage: gatehouse-bench crl-load [--entries N] [--dir DIR]
        gatehouse-bench mqtt-load [--gatehouse BIN] [--mosquitto BIN] [--seconds N]
                                  [--publishers N] [--payload BYTES] [--connectors N]
        gatehouse-bench ingest [--rows N] [--per-row M]
+       gatehouse-bench plugin-cost [--clients N] [--secs S] [--rounds R]
 
   crl-load   generate a CRL of N entries (default 1000000) in a child process,
              then load + verify it here; prints seconds and peak RSS growth
@@ -37,7 +43,10 @@ const USAGE: &str = "usage: gatehouse-bench crl-load [--entries N] [--dir DIR]
              mosquitto (default /usr/sbin/mosquitto), 5 s per measurement
   ingest     private PostgreSQL: rows/s of raw binary COPY vs gatehouse-ingest
              vs one INSERT per row, N rows (default 200000; INSERT on the
-             first M, default 5000)";
+             first M, default 5000)
+  plugin-cost  Mosquitto + Gatehouse plugin vs Mosquitto + acl_file, same load
+             (N gateways, default 8; rounds of S seconds, default 5; R rounds
+             each, alternating, default 2); prints msg/s and the plugin's cost";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -55,6 +64,7 @@ fn run(args: &[String]) -> Result<(), String> {
         return Err("no command given".into());
     };
     let mut entries = 1_000_000usize;
+    let (mut clients, mut secs, mut rounds) = (8usize, 5u64, 2usize);
     let mut dir = std::env::temp_dir().join("gatehouse-bench-crl");
     let mut load = mqtt_load::Options {
         gatehouse: PathBuf::from("target/release/gatehouse"),
@@ -97,6 +107,9 @@ fn run(args: &[String]) -> Result<(), String> {
                     .parse()
                     .map_err(|_| format!("--per-row: not a number: {value}"))?
             }
+            "--clients" => clients = value.parse().map_err(|_| format!("--clients: {value}"))?,
+            "--secs" => secs = value.parse().map_err(|_| format!("--secs: {value}"))?,
+            "--rounds" => rounds = value.parse().map_err(|_| format!("--rounds: {value}"))?,
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -105,6 +118,7 @@ fn run(args: &[String]) -> Result<(), String> {
         "make-crl" => make_crl(entries, &dir),
         "mqtt-load" => mqtt_load::run(&load),
         "ingest" => ingest::run(rows, per_row),
+        "plugin-cost" => plugin_cost::plugin_cost(clients, secs, rounds),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())

@@ -7,9 +7,9 @@ use common::{ANY_CLIENT_ID, LONG, SHORT, exe};
 use gatehouse_tests::broker::BrokerProcess;
 use gatehouse_tests::mqtt::{connect_v4, connect_v5};
 use gatehouse_tests::pki::{BOOTSTRAP_MAC, GATEWAY_CODE, Pki};
+use rumqttc::v5::ConnectionError as CE5;
 use rumqttc::v5::mqttbytes::QoS as Q5;
 use rumqttc::v5::mqttbytes::v5::{Packet as P5, PubAckReason, SubscribeReasonCode as Sub5};
-use rumqttc::v5::{ConnectionError as CE5, StateError as SE5};
 use rumqttc::{Packet as P4, QoS, SubscribeReasonCode as Sub4};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,12 +119,16 @@ async fn operational_is_refused_on_another_gateways_topic_and_on_hash() {
         .publish(other, Q5::AtLeastOnce, false, b"spoof".to_vec())
         .await
         .unwrap();
-    match v5.wait_for(LONG, |_| None::<()>).await {
-        Err(CE5::MqttState(SE5::PubAckFail { reason })) => {
-            assert_eq!(reason, PubAckReason::NotAuthorized)
-        }
-        other => panic!("expected PUBACK 0x87 (not authorized), got {other:?}"),
-    }
+    let reason = v5
+        .wait_for(LONG, |p| match p {
+            P5::PubAck(ack) => Some(ack.reason),
+            _ => None,
+        })
+        .await;
+    assert!(
+        matches!(reason, Ok(Some(PubAckReason::NotAuthorized))),
+        "expected PUBACK 0x87 (not authorized), got {reason:?}"
+    );
     // v5 SUBSCRIBE to `#` and to the other gateway's topic: SUBACK 0x87.
     let mut v5 = connect_v5(
         b.mqtt,
@@ -136,10 +140,16 @@ async fn operational_is_refused_on_another_gateways_topic_and_on_hash() {
     .await
     .unwrap();
     v5.client.subscribe("#", Q5::AtMostOnce).await.unwrap();
-    match v5.wait_for(LONG, |_| None::<()>).await {
-        Err(CE5::MqttState(SE5::SubFail { reason })) => assert_eq!(reason, Sub5::NotAuthorized),
-        other => panic!("expected SUBACK 0x87 for #, got {other:?}"),
-    }
+    let codes = v5
+        .wait_for(LONG, |p| match p {
+            P5::SubAck(ack) => Some(ack.return_codes.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(
+        matches!(&codes, Ok(Some(c)) if c[..] == [Sub5::NotAuthorized]),
+        "expected SUBACK 0x87 for #, got {codes:?}"
+    );
     // v3.1.1: SUBACK failure (0x80) per refused filter, the allowed one granted.
     let mut v4 = connect_v4(
         b.mqtt,
@@ -234,12 +244,16 @@ async fn bootstrap_only_reaches_its_own_provisioning_subtree() {
         )
         .await
         .unwrap();
-    match boot.wait_for(LONG, |_| None::<()>).await {
-        Err(CE5::MqttState(SE5::PubAckFail { reason })) => {
-            assert_eq!(reason, PubAckReason::NotAuthorized)
-        }
-        other => panic!("expected PUBACK 0x87, got {other:?}"),
-    }
+    let reason = boot
+        .wait_for(LONG, |p| match p {
+            P5::PubAck(ack) => Some(ack.reason),
+            _ => None,
+        })
+        .await;
+    assert!(
+        matches!(reason, Ok(Some(PubAckReason::NotAuthorized))),
+        "expected PUBACK 0x87, got {reason:?}"
+    );
     // Another MAC's sub-tree is refused.
     let mut boot = connect_v5(b.mqtt, &pki, Some(&pki.bootstrap), BOOTSTRAP_MAC, |_| {})
         .await
@@ -248,10 +262,16 @@ async fn bootstrap_only_reaches_its_own_provisioning_subtree() {
         .subscribe("tds/provision/11:22:33:44:55:66/#", Q5::AtMostOnce)
         .await
         .unwrap();
-    match boot.wait_for(LONG, |_| None::<()>).await {
-        Err(CE5::MqttState(SE5::SubFail { reason })) => assert_eq!(reason, Sub5::NotAuthorized),
-        other => panic!("expected SUBACK 0x87, got {other:?}"),
-    }
+    let codes = boot
+        .wait_for(LONG, |p| match p {
+            P5::SubAck(ack) => Some(ack.return_codes.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(
+        matches!(&codes, Ok(Some(c)) if c[..] == [Sub5::NotAuthorized]),
+        "expected SUBACK 0x87, got {codes:?}"
+    );
     assert!(b.metric("gatehouse_acl_denials_total{action=\"publish\",kind=\"bootstrap\"}") >= 1.0);
     assert!(
         b.metric("gatehouse_acl_denials_total{action=\"subscribe\",kind=\"bootstrap\"}") >= 1.0

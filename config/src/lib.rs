@@ -16,6 +16,7 @@ mod ingest;
 mod listeners;
 mod load;
 mod mqtt;
+mod plugin;
 mod raw;
 pub mod rule;
 mod settings;
@@ -27,6 +28,7 @@ pub use ingest::{
 pub use listeners::ListenerSettings;
 pub use load::{CONFIG_ENV, resolve_path};
 pub use mqtt::MqttSettings;
+pub use plugin::PluginSettings;
 pub use settings::{
     AclSettings, BootstrapClientId, Classification, Config, IdentitySettings, KindRules,
     OperationalClientId, TlsSettings,

@@ -262,6 +262,7 @@ impl Validator<'_> {
             listeners: self.listeners(raw.listeners)?,
             mqtt: self.mqtt(raw.mqtt)?,
             ingest: self.ingest(raw.ingest, &data_dir)?,
+            plugin: self.plugin(raw.plugin)?,
             data_dir,
         })
     }

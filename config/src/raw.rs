@@ -18,6 +18,8 @@ pub(crate) struct RawConfig {
     pub mqtt: crate::mqtt::RawMqtt,
     #[serde(default)]
     pub ingest: crate::ingest::RawIngest,
+    #[serde(default)]
+    pub plugin: crate::plugin::RawPlugin,
 }
 
 #[derive(Debug, Default, Deserialize)]

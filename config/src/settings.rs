@@ -18,6 +18,8 @@ pub struct Config {
     pub listeners: crate::ListenerSettings,
     pub mqtt: crate::MqttSettings,
     pub ingest: crate::ingest::IngestSettings,
+    /// `[plugin]`: read only by the Mosquitto plugin.
+    pub plugin: crate::PluginSettings,
 }
 
 /// `[tls]`: what the MQTT front door presents and verifies against.

@@ -336,3 +336,21 @@ fn mqtt_limits_are_checked() {
     let e = err("[mqtt]\nmax_packet_sise = 5\n");
     assert!(e.to_string().contains("unknown field"), "{e}");
 }
+
+#[test]
+fn plugin_metrics_address() {
+    assert_eq!(Config::defaults().plugin.metrics, None);
+    let c = parse("[plugin]\nmetrics = \"127.0.0.1:9091\"\n").unwrap();
+    assert_eq!(c.plugin.metrics, Some("127.0.0.1:9091".parse().unwrap()));
+    assert_eq!(
+        parse("[plugin]\nmetrics = \"\"\n").unwrap().plugin.metrics,
+        None
+    );
+
+    let e = err("# metrics\n[plugin]\nmetrics = \"localhost\"\n");
+    assert_eq!(e.key(), Some("plugin.metrics"));
+    assert_eq!(e.line(), Some(3));
+    assert!(e.to_string().contains("127.0.0.1:9091"), "{e}");
+    let e = err("[plugin]\nmetric = \"127.0.0.1:9091\"\n");
+    assert_eq!(e.key(), Some("plugin.metric"));
+}

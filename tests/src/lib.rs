@@ -10,11 +10,17 @@
 //! [`mqtt`] has rumqttc v3.1.1/v5 clients over mTLS and a raw TLS client.
 //! [`postgres::Postgres`] runs a private PostgreSQL cluster (initdb in a
 //! temporary directory, random port on 127.0.0.1) that tests can stop and
-//! start again. Later parts add Mosquitto processes here.
+//! start again. [`mosquitto::Mosquitto`] runs a private Mosquitto with the
+//! Gatehouse plugin; [`conn::Conn`] is an MQTT v5 mTLS client that waits for
+//! exactly the acknowledgement a test needs; [`acl_cases`] is the
+//! admission/ACL case table shared by both broker shapes.
 
 #![forbid(unsafe_code)]
 
+pub mod acl_cases;
 pub mod broker;
+pub mod conn;
+pub mod mosquitto;
 pub mod mqtt;
 pub mod pki;
 pub mod postgres;

@@ -1,0 +1,87 @@
+//! Why the plugin could not start, and why a client was refused.
+
+use std::net::SocketAddr;
+use std::os::raw::c_int;
+
+use gatehouse_acl::{ClientIdError, RuleError};
+use gatehouse_auth::{CrlError, IdentityError, RevocationError};
+use gatehouse_config::ConfigError;
+
+use crate::ffi::CertError;
+
+/// Start-up failures. Mosquitto refuses to start and logs this one line.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PluginError {
+    #[error(
+        "no gatehouse.toml given: add `plugin_opt_config /path/to/gatehouse.toml` after the \
+         `plugin` line in mosquitto.conf"
+    )]
+    NoConfigOption,
+    #[error("unknown plugin option `plugin_opt_{0}`: the only option is `plugin_opt_config`")]
+    UnknownOption(String),
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("[identity]: {0}")]
+    Identity(#[from] IdentityError),
+    #[error("[acl]: {0}")]
+    Acl(#[from] RuleError),
+    #[error("[tls] crl: {0}")]
+    Crl(#[from] CrlError),
+    #[error(
+        "[plugin] metrics: cannot listen on {addr}: {source} (pick a free address or set metrics = \"\")"
+    )]
+    Metrics {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("[ingest]: {0}")]
+    Ingest(#[from] gatehouse_ingest::IngestError),
+    #[error("cannot start the ingest threads: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error(
+        "Mosquitto refused to register the {event} callback (error {rc}); is this Mosquitto 2.0 or newer?"
+    )]
+    Register { event: &'static str, rc: c_int },
+}
+
+/// Why a client is not admitted.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Refusal {
+    #[error("the client has no client id")]
+    NoClientId,
+    #[error("no client certificate (the listener needs `require_certificate true` and a `cafile`)")]
+    NoCertificate,
+    #[error(transparent)]
+    Certificate(#[from] CertError),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Revoked(#[from] RevocationError),
+    #[error(transparent)]
+    ClientId(#[from] ClientIdError),
+    #[error("Mosquitto could not set the username (error {0})")]
+    Username(c_int),
+}
+
+impl Refusal {
+    /// `result` label of `gatehouse_handshakes_total`.
+    pub(crate) fn label(&self) -> &'static str {
+        match self {
+            Refusal::NoClientId | Refusal::Username(_) => "error",
+            Refusal::NoCertificate => "no_certificate",
+            Refusal::Certificate(_) => "bad_certificate",
+            Refusal::Identity(e) => match e {
+                IdentityError::Expired { .. } => "expired",
+                IdentityError::NotYetValid { .. } => "not_yet_valid",
+                IdentityError::UnknownKind { .. } | IdentityError::AmbiguousKind { .. } => {
+                    "unknown_kind"
+                }
+                _ => "bad_certificate",
+            },
+            Refusal::Revoked(RevocationError::Revoked { .. }) => "revoked",
+            Refusal::Revoked(RevocationError::CrlExpired { .. }) => "crl_expired",
+            Refusal::ClientId(_) => "client_id",
+        }
+    }
+}

@@ -1,0 +1,483 @@
+//! The plugin's state and its event handlers, in safe Rust. `lib.rs` turns
+//! Mosquitto's C callbacks into calls on [`Plugin`]; nothing here touches a
+//! raw pointer.
+//!
+//! Threads: every handler runs on Mosquitto's single network thread. The CRL
+//! watcher (from `gatehouse-auth`) and the metrics listener run on their own
+//! threads and share only lock-free handles and atomics with the handlers.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gatehouse_acl::{Acl, Action, ClientIdPolicy, Subject};
+use gatehouse_auth::{
+    Classifier, CrlVerifier, CrlWatcher, Identity, Kind, RevocationHandle, RevocationSet,
+    RevocationUpdate, Serial, WatchOptions,
+};
+use gatehouse_config::Config;
+use time::OffsetDateTime;
+use tokio::sync::broadcast::{Receiver, error::TryRecvError};
+
+use crate::error::{PluginError, Refusal};
+use crate::ffi::{self, Access, AclCheck, Client, Level, Message, Rc};
+use crate::log;
+use crate::metrics::{Metrics, MetricsServer};
+use crate::telemetry::Telemetry;
+
+/// How often CRL counters are copied into the metrics.
+const CRL_METRICS_EVERY: Duration = Duration::from_secs(1);
+
+/// The rules in force: rebuilt as a whole on RELOAD.
+#[derive(Debug)]
+struct Rules {
+    classifier: Classifier,
+    acl: Acl,
+    policy: ClientIdPolicy,
+}
+
+impl Rules {
+    fn from_config(config: &Config) -> Result<Rules, PluginError> {
+        Ok(Rules {
+            classifier: Classifier::from_settings(&config.identity)?,
+            acl: Acl::new(&config.acl)?,
+            policy: ClientIdPolicy::new(&config.identity),
+        })
+    }
+}
+
+/// An identified client, cached by client id until DISCONNECT.
+#[derive(Debug)]
+struct Session {
+    /// The `struct mosquitto *` it was identified on (as a number).
+    key: usize,
+    /// Username when identified (with `use_identity_as_username`, the CN
+    /// Mosquitto set): guards against a reused client object.
+    username: Option<String>,
+    kind: Kind,
+    cn: String,
+    serial: Serial,
+}
+
+#[derive(Debug)]
+struct State {
+    rules: Rules,
+    sessions: HashMap<String, Session>,
+    /// Client objects refused at an ACL check (use_identity_as_username):
+    /// denied without re-logging until they are gone.
+    refused: HashSet<usize>,
+    /// Client ids to disconnect on the next TICK.
+    pending_kicks: Vec<String>,
+    updates: Receiver<RevocationUpdate>,
+    crl_metrics_at: Instant,
+}
+
+/// Everything the plugin owns between `mosquitto_plugin_init` and
+/// `mosquitto_plugin_cleanup`.
+#[derive(Debug)]
+pub(crate) struct Plugin {
+    config_path: PathBuf,
+    /// Values that only take effect at start-up, to warn when RELOAD sees
+    /// them changed.
+    fixed: (Option<PathBuf>, PathBuf, Option<std::net::SocketAddr>),
+    revocation: RevocationHandle,
+    metrics: Arc<Metrics>,
+    state: Mutex<State>,
+    watcher: Option<CrlWatcher>,
+    server: Option<MetricsServer>,
+    telemetry: Option<Telemetry>,
+}
+
+impl Plugin {
+    /// Reads the options and the config file, starts the CRL watcher and the
+    /// metrics listener.
+    pub(crate) fn start(options: &[(String, String)]) -> Result<Plugin, PluginError> {
+        let mut config_path = None;
+        for (key, value) in options {
+            match key.as_str() {
+                "config" => config_path = Some(PathBuf::from(value)),
+                other => return Err(PluginError::UnknownOption(other.to_string())),
+            }
+        }
+        let config_path = config_path
+            .filter(|p| !p.as_os_str().is_empty())
+            .ok_or(PluginError::NoConfigOption)?;
+        let config = Config::load(&config_path)?;
+        let rules = Rules::from_config(&config)?;
+
+        let (watcher, revocation) = match &config.tls.crl {
+            Some(crl) => {
+                let verifier = CrlVerifier::from_ca_file(&config.tls.ca)?;
+                let watcher = CrlWatcher::start(
+                    crl.clone(),
+                    verifier,
+                    WatchOptions::from_settings(&config.tls),
+                )?;
+                let handle = watcher.handle();
+                (Some(watcher), handle)
+            }
+            None => {
+                tracing::warn!(
+                    "[tls] crl = \"\": revocation checking is OFF; revoked devices are admitted"
+                );
+                (None, RevocationHandle::fixed(RevocationSet::empty()))
+            }
+        };
+        let metrics = Arc::new(Metrics::new());
+        let server = match config.plugin.metrics {
+            Some(addr) => Some(MetricsServer::start(addr, metrics.clone())?),
+            None => None,
+        };
+        metrics.crl_status(&revocation.status());
+        let telemetry = Telemetry::start(&config.ingest, metrics.registry())?;
+        let state = State {
+            rules,
+            sessions: HashMap::new(),
+            refused: HashSet::new(),
+            pending_kicks: Vec::new(),
+            updates: revocation.subscribe(),
+            crl_metrics_at: Instant::now(),
+        };
+        Ok(Plugin {
+            config_path,
+            fixed: (
+                config.tls.crl.clone(),
+                config.tls.ca.clone(),
+                config.plugin.metrics,
+            ),
+            revocation,
+            metrics,
+            state: Mutex::new(state),
+            watcher,
+            server,
+            telemetry: Some(telemetry),
+        })
+    }
+
+    pub(crate) fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    pub(crate) fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.server.as_ref().map(MetricsServer::addr)
+    }
+
+    pub(crate) fn crl_path(&self) -> Option<&Path> {
+        self.watcher.as_ref().map(CrlWatcher::path)
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Certificate → identity → validity, revocation and client-id checks.
+    fn identify(
+        &self,
+        rules: &Rules,
+        client: &Client,
+        client_id: &str,
+    ) -> Result<Identity, Refusal> {
+        let der = client.certificate_der()?.ok_or(Refusal::NoCertificate)?;
+        let identity = rules.classifier.identify(&der)?;
+        identity.check_validity(OffsetDateTime::now_utc())?;
+        self.revocation.check(&identity.serial)?;
+        rules.policy.check(identity.kind, &identity.cn, client_id)?;
+        Ok(identity)
+    }
+
+    fn refuse_log(&self, client_id: &str, when: &str, why: &Refusal) {
+        self.metrics
+            .handshakes
+            .with_label_values(&[why.label()])
+            .inc();
+        ffi::log(
+            Level::Notice,
+            &format!("gatehouse: refused client {client_id:?} {when}: {why}"),
+        );
+    }
+
+    /// MOSQ_EVT_BASIC_AUTH: runs for every CONNECT on a listener without
+    /// `use_identity_as_username`. Refusing makes Mosquitto answer CONNACK
+    /// "not authorized".
+    pub(crate) fn basic_auth(&self, client: Client) -> Rc {
+        let Some(client_id) = client.id() else {
+            self.refuse_log("", "at CONNECT", &Refusal::NoClientId);
+            return ffi::ERR_AUTH;
+        };
+        let mut state = self.state();
+        let identity = match self.identify(&state.rules, &client, &client_id) {
+            Ok(id) => id,
+            Err(why) => {
+                drop(state);
+                self.refuse_log(&client_id, "at CONNECT", &why);
+                return ffi::ERR_AUTH;
+            }
+        };
+        if let Err(rc) = client.set_username(&identity.cn) {
+            drop(state);
+            self.refuse_log(&client_id, "at CONNECT", &Refusal::Username(rc));
+            return ffi::ERR_AUTH;
+        }
+        self.metrics.handshakes.with_label_values(&["ok"]).inc();
+        self.insert(&mut state, &client, client_id, identity);
+        ffi::SUCCESS
+    }
+
+    fn insert(&self, state: &mut State, client: &Client, client_id: String, identity: Identity) {
+        self.metrics.session_opened(identity.kind);
+        let session = Session {
+            key: client.key(),
+            username: client.username(),
+            kind: identity.kind,
+            cn: identity.cn,
+            serial: identity.serial,
+        };
+        if let Some(old) = state.sessions.insert(client_id, session) {
+            self.metrics.session_closed(old.kind);
+        }
+    }
+
+    /// MOSQ_EVT_ACL_CHECK.
+    pub(crate) fn acl_check(&self, check: AclCheck) -> Rc {
+        let action = match check.access {
+            Access::Write => Action::Publish,
+            Access::Read => Action::Receive,
+            Access::Subscribe => Action::Subscribe,
+            // Dropping a subscription never widens access.
+            Access::Unsubscribe => return ffi::SUCCESS,
+            Access::Other(_) => return ffi::ERR_ACL_DENIED,
+        };
+        let client = check.client;
+        let Some(client_id) = client.id() else {
+            return ffi::ERR_ACL_DENIED;
+        };
+        let mut state = self.state();
+        let cached = state
+            .sessions
+            .get(&client_id)
+            .is_some_and(|s| s.key == client.key() && s.username == client.username());
+        if !cached {
+            // use_identity_as_username: Mosquitto skipped BASIC_AUTH, so this
+            // is the first time the plugin sees the client.
+            if state.refused.contains(&client.key()) {
+                return ffi::ERR_ACL_DENIED;
+            }
+            match self.identify(&state.rules, &client, &client_id) {
+                Ok(identity) => {
+                    self.metrics.handshakes.with_label_values(&["ok"]).inc();
+                    self.insert(&mut state, &client, client_id.clone(), identity);
+                }
+                Err(why) => {
+                    state.refused.insert(client.key());
+                    state.pending_kicks.push(client_id.clone());
+                    drop(state);
+                    self.refuse_log(&client_id, "at its first request", &why);
+                    return ffi::ERR_ACL_DENIED;
+                }
+            }
+        }
+        let Some(session) = state.sessions.get(&client_id) else {
+            return ffi::ERR_ACL_DENIED;
+        };
+        // A revoked session is refused even before the TICK that kicks it.
+        if self.revocation.current().contains(&session.serial) {
+            return ffi::ERR_ACL_DENIED;
+        }
+        let subject = Subject::new(session.kind, &session.cn, &client_id);
+        let decision = state.rules.acl.decide_bytes(&subject, action, &check.topic);
+        if decision.is_allowed() {
+            ffi::SUCCESS
+        } else {
+            self.metrics
+                .acl_denials
+                .with_label_values(&[session.kind.as_str(), action.as_str()])
+                .inc();
+            ffi::ERR_ACL_DENIED
+        }
+    }
+
+    /// MOSQ_EVT_MESSAGE: a PUBLISH Mosquitto accepted. Those on the ingest
+    /// topic filter, from an identified client whose rules allow them, are
+    /// handed to ingest with the certificate's CN as the gateway code.
+    pub(crate) fn message(&self, message: Message) {
+        let Some(telemetry) = &self.telemetry else {
+            return;
+        };
+        let Ok(topic) = std::str::from_utf8(&message.topic) else {
+            return;
+        };
+        if !telemetry.wants(topic) {
+            return;
+        }
+        let Some(client_id) = message.client.id() else {
+            return;
+        };
+        let cn = {
+            let state = self.state();
+            let Some(session) = state
+                .sessions
+                .get(&client_id)
+                .filter(|s| s.key == message.client.key())
+            else {
+                return;
+            };
+            // ACL_CHECK allowed this publish already; checking again costs
+            // ~100 ns and keeps a denied message out of the database even if
+            // Mosquitto's event order ever changes.
+            let subject = Subject::new(session.kind, &session.cn, &client_id);
+            if !state
+                .rules
+                .acl
+                .decide_bytes(&subject, Action::Publish, &message.topic)
+                .is_allowed()
+            {
+                return;
+            }
+            session.cn.clone()
+        };
+        telemetry.submit(&cn, topic, message.payload);
+    }
+
+    /// MOSQ_EVT_DISCONNECT: forget the client's identity.
+    pub(crate) fn disconnect(&self, client: Client) {
+        let mut state = self.state();
+        state.refused.remove(&client.key());
+        let Some(client_id) = client.id() else {
+            return;
+        };
+        if state
+            .sessions
+            .get(&client_id)
+            .is_some_and(|s| s.key == client.key())
+        {
+            if let Some(s) = state.sessions.remove(&client_id) {
+                self.metrics.session_closed(s.kind);
+            }
+        }
+    }
+
+    /// MOSQ_EVT_TICK: flush queued log lines, apply CRL updates by kicking
+    /// revoked sessions, kick clients refused at an ACL check, refresh CRL
+    /// metrics.
+    pub(crate) fn tick(&self) {
+        log::drain();
+        let kicks = {
+            let mut state = self.state();
+            let mut rescan = false;
+            loop {
+                match state.updates.try_recv() {
+                    Ok(_) => rescan = true,
+                    // Missed updates: the full rescan below covers them.
+                    Err(TryRecvError::Lagged(_)) => rescan = true,
+                    Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+                }
+            }
+            let mut kicks: Vec<(String, Option<Serial>)> =
+                state.pending_kicks.drain(..).map(|id| (id, None)).collect();
+            if rescan {
+                let set = self.revocation.current();
+                let revoked: Vec<String> = state
+                    .sessions
+                    .iter()
+                    .filter(|(_, s)| set.contains(&s.serial))
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in revoked {
+                    if let Some(s) = state.sessions.remove(&id) {
+                        self.metrics.session_closed(s.kind);
+                        kicks.push((id, Some(s.serial)));
+                    }
+                }
+            }
+            if state.crl_metrics_at.elapsed() >= CRL_METRICS_EVERY {
+                state.crl_metrics_at = Instant::now();
+                self.metrics.crl_status(&self.revocation.status());
+            }
+            kicks
+        };
+        // Kicking re-enters the DISCONNECT handler: no lock held here.
+        for (client_id, serial) in kicks {
+            let rc = ffi::kick(&client_id);
+            match serial {
+                Some(serial) => {
+                    self.metrics.kicks.inc();
+                    ffi::log(
+                        Level::Notice,
+                        &format!(
+                            "gatehouse: disconnected client {client_id:?}: certificate serial {serial} was revoked{}",
+                            if rc == ffi::SUCCESS {
+                                ""
+                            } else {
+                                " (already gone)"
+                            }
+                        ),
+                    );
+                }
+                None if rc == ffi::SUCCESS || rc == ffi::ERR_NOT_FOUND => {}
+                None => ffi::log(
+                    Level::Warning,
+                    &format!(
+                        "gatehouse: could not disconnect refused client {client_id:?} (error {rc})"
+                    ),
+                ),
+            }
+        }
+    }
+
+    /// MOSQ_EVT_RELOAD (SIGHUP): re-read gatehouse.toml and swap in the new
+    /// identity and topic rules. A bad file is logged and the old rules stay.
+    pub(crate) fn reload(&self) {
+        let config = match Config::load(&self.config_path).map_err(PluginError::from) {
+            Ok(c) => c,
+            Err(e) => {
+                ffi::log(
+                    Level::Err,
+                    &format!("gatehouse: reload refused, keeping the previous rules: {e}"),
+                );
+                return;
+            }
+        };
+        let rules = match Rules::from_config(&config) {
+            Ok(r) => r,
+            Err(e) => {
+                ffi::log(
+                    Level::Err,
+                    &format!("gatehouse: reload refused, keeping the previous rules: {e}"),
+                );
+                return;
+            }
+        };
+        self.state().rules = rules;
+        let fixed = (
+            config.tls.crl.clone(),
+            config.tls.ca.clone(),
+            config.plugin.metrics,
+        );
+        let note = if fixed == self.fixed {
+            ""
+        } else {
+            " ([tls] ca/crl and [plugin] metrics changes take effect after a restart)"
+        };
+        ffi::log(
+            Level::Notice,
+            &format!(
+                "gatehouse: reloaded {}: new [identity] and [acl] rules in force{note}",
+                self.config_path.display()
+            ),
+        );
+    }
+
+    /// Stops the background threads (CRL watcher, metrics listener, ingest
+    /// after flushing what is queued) and waits for them.
+    pub(crate) fn stop(mut self) {
+        if let Some(t) = self.telemetry.take() {
+            t.stop();
+        }
+        if let Some(w) = self.watcher.take() {
+            w.stop();
+        }
+        drop(self.server.take());
+        log::drain();
+    }
+}
