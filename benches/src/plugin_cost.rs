@@ -6,6 +6,10 @@
 //! `telemetry/{cn}/#` and publishing QoS 1 to `telemetry/{cn}/data` as fast as
 //! the in-flight window allows, so every message costs one write and one read
 //! ACL check. Throughput = messages delivered back per second.
+//!
+//! Two plugin contenders: `[plugin] ingest = false` (identity, rules, live
+//! CRL: what `acl_file` does too) and the default, which also copies every
+//! `telemetry/+/data` message into ingest (here the default SQLite file).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -80,7 +84,14 @@ pub(crate) fn plugin_cost(clients: usize, secs: u64, rounds: usize) -> Result<()
     let gateways: Vec<Client> = (0..clients)
         .map(|i| pki.issue_operational(&format!("GW{:04}-{:04X}", 100 + i, i)))
         .collect();
-    let plugin = Mosquitto::start(&pki, &Options::default());
+    let plugin = Mosquitto::start(
+        &pki,
+        &Options {
+            gatehouse_extra: "[plugin]\ningest = false\n".into(),
+            ..Options::default()
+        },
+    );
+    let ingesting = Mosquitto::start(&pki, &Options::default());
     let plain = Mosquitto::start(
         &pki,
         &Options {
@@ -92,16 +103,19 @@ pub(crate) fn plugin_cost(clients: usize, secs: u64, rounds: usize) -> Result<()
     // One discarded warm-up round each (TLS session setup, allocator, caches).
     rt.block_on(round(&plain, &gateways, 2))?;
     rt.block_on(round(&plugin, &gateways, 2))?;
-    let (mut with, mut without) = (Vec::new(), Vec::new());
+    rt.block_on(round(&ingesting, &gateways, 2))?;
+    let (mut with, mut without, mut full) = (Vec::new(), Vec::new(), Vec::new());
     for r in 0..rounds {
         let a = rt.block_on(round(&plain, &gateways, secs))?;
         let b = rt.block_on(round(&plugin, &gateways, secs))?;
+        let c = rt.block_on(round(&ingesting, &gateways, secs))?;
         println!(
-            "round {}: acl_file {a:.0} msg/s, plugin {b:.0} msg/s",
+            "round {}: acl_file {a:.0} msg/s, plugin {b:.0} msg/s, plugin + ingest {c:.0} msg/s",
             r + 1
         );
         without.push(a);
         with.push(b);
+        full.push(c);
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     let median = |v: &mut Vec<f64>| {
@@ -113,13 +127,18 @@ pub(crate) fn plugin_cost(clients: usize, secs: u64, rounds: usize) -> Result<()
             (v[n / 2 - 1] + v[n / 2]) / 2.0
         }
     };
-    let (a, b) = (mean(&without), mean(&with));
-    let (ma, mb) = (median(&mut without), median(&mut with));
+    let (a, b, c) = (mean(&without), mean(&with), mean(&full));
+    let (ma, mb, mc) = (median(&mut without), median(&mut with), median(&mut full));
     println!(
         "plugin-cost: {clients} gateways, {rounds} x {secs} s rounds: acl_file {a:.0} msg/s, \
          plugin {b:.0} msg/s (means), cost {:.1}%; medians {ma:.0} vs {mb:.0}, cost {:.1}%",
         (a - b) / a * 100.0,
         (ma - mb) / ma * 100.0
+    );
+    println!(
+        "plugin + ingest (SQLite): {c:.0} msg/s (mean), cost {:.1}%; median {mc:.0}, cost {:.1}%",
+        (a - c) / a * 100.0,
+        (ma - mc) / ma * 100.0
     );
     Ok(())
 }

@@ -340,6 +340,10 @@ fn mqtt_limits_are_checked() {
 #[test]
 fn plugin_metrics_address() {
     assert_eq!(Config::defaults().plugin.metrics, None);
+    assert!(Config::defaults().plugin.ingest);
+    assert!(!parse("[plugin]\ningest = false\n").unwrap().plugin.ingest);
+    let e = err("[plugin]\ningest = \"no\"\n");
+    assert_eq!(e.key(), Some("plugin.ingest"));
     let c = parse("[plugin]\nmetrics = \"127.0.0.1:9091\"\n").unwrap();
     assert_eq!(c.plugin.metrics, Some("127.0.0.1:9091".parse().unwrap()));
     assert_eq!(

@@ -73,14 +73,33 @@ struct State {
     crl_metrics_at: Instant,
 }
 
+/// Settings that take effect only at start-up, to warn when RELOAD sees
+/// them changed.
+#[derive(Debug, PartialEq)]
+struct Fixed {
+    crl: Option<PathBuf>,
+    ca: PathBuf,
+    plugin: gatehouse_config::PluginSettings,
+    ingest: gatehouse_config::IngestSettings,
+}
+
+impl Fixed {
+    fn of(config: &Config) -> Fixed {
+        Fixed {
+            crl: config.tls.crl.clone(),
+            ca: config.tls.ca.clone(),
+            plugin: config.plugin.clone(),
+            ingest: config.ingest.clone(),
+        }
+    }
+}
+
 /// Everything the plugin owns between `mosquitto_plugin_init` and
 /// `mosquitto_plugin_cleanup`.
 #[derive(Debug)]
 pub(crate) struct Plugin {
     config_path: PathBuf,
-    /// Values that only take effect at start-up, to warn when RELOAD sees
-    /// them changed.
-    fixed: (Option<PathBuf>, PathBuf, Option<std::net::SocketAddr>),
+    fixed: Fixed,
     revocation: RevocationHandle,
     metrics: Arc<Metrics>,
     state: Mutex<State>,
@@ -130,7 +149,12 @@ impl Plugin {
             None => None,
         };
         metrics.crl_status(&revocation.status());
-        let telemetry = Telemetry::start(&config.ingest, metrics.registry())?;
+        let telemetry = if config.plugin.ingest {
+            Some(Telemetry::start(&config.ingest, metrics.registry())?)
+        } else {
+            tracing::info!("[plugin] ingest = false: telemetry is not stored by this broker");
+            None
+        };
         let state = State {
             rules,
             sessions: HashMap::new(),
@@ -141,17 +165,13 @@ impl Plugin {
         };
         Ok(Plugin {
             config_path,
-            fixed: (
-                config.tls.crl.clone(),
-                config.tls.ca.clone(),
-                config.plugin.metrics,
-            ),
+            fixed: Fixed::of(&config),
             revocation,
             metrics,
             state: Mutex::new(state),
             watcher,
             server,
-            telemetry: Some(telemetry),
+            telemetry,
         })
     }
 
@@ -449,15 +469,10 @@ impl Plugin {
             }
         };
         self.state().rules = rules;
-        let fixed = (
-            config.tls.crl.clone(),
-            config.tls.ca.clone(),
-            config.plugin.metrics,
-        );
-        let note = if fixed == self.fixed {
+        let note = if Fixed::of(&config) == self.fixed {
             ""
         } else {
-            " ([tls] ca/crl and [plugin] metrics changes take effect after a restart)"
+            " ([tls] ca/crl, [plugin] and [ingest] changes take effect after a restart)"
         };
         ffi::log(
             Level::Notice,

@@ -431,3 +431,45 @@ async fn telemetry_through_mosquitto_lands_in_postgres_and_is_flushed_at_shutdow
     assert!(status.success(), "{status}\n{}", mosq.log());
     assert_eq!(telemetry_rows(&pg), (70, (1..=70).sum::<i64>()));
 }
+
+#[test]
+fn ingest_can_be_turned_off_and_is_on_by_default() {
+    let free = || {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        format!("127.0.0.1:{port}")
+    };
+    // Off: no ingest metrics, nothing written next to gatehouse.toml.
+    let pki = Pki::generate();
+    let addr = free();
+    let mut mosq = Mosquitto::start(
+        &pki,
+        &Options {
+            gatehouse_extra: format!("[plugin]\nmetrics = \"{addr}\"\ningest = false\n"),
+            ..Options::default()
+        },
+    );
+    let metrics = http_get(&addr, "/metrics");
+    assert!(!metrics.contains("gatehouse_ingest_"), "{metrics}");
+    assert!(!pki.dir().join("gatehouse-data").exists());
+    assert!(mosq.log().contains("ingest = false"), "{}", mosq.log());
+    assert!(mosq.terminate().success());
+
+    // Default: ingest runs (SQLite next to gatehouse.toml) and is measured.
+    let pki = Pki::generate();
+    let addr = free();
+    let mut mosq = Mosquitto::start(
+        &pki,
+        &Options {
+            gatehouse_extra: format!("[plugin]\nmetrics = \"{addr}\"\n"),
+            ..Options::default()
+        },
+    );
+    let metrics = http_get(&addr, "/metrics");
+    assert!(metrics.contains("gatehouse_ingest_"), "{metrics}");
+    assert!(pki.dir().join("gatehouse-data/spool").is_dir());
+    assert!(mosq.terminate().success(), "{}", mosq.log());
+}
