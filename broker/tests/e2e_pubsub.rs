@@ -119,16 +119,7 @@ async fn operational_is_refused_on_another_gateways_topic_and_on_hash() {
         .publish(other, Q5::AtLeastOnce, false, b"spoof".to_vec())
         .await
         .unwrap();
-    let reason = v5
-        .wait_for(LONG, |p| match p {
-            P5::PubAck(ack) => Some(ack.reason),
-            _ => None,
-        })
-        .await;
-    assert!(
-        matches!(reason, Ok(Some(PubAckReason::NotAuthorized))),
-        "expected PUBACK 0x87 (not authorized), got {reason:?}"
-    );
+    expect_puback_not_authorized(&mut v5, "expected PUBACK 0x87 (not authorized)").await;
     // v5 SUBSCRIBE to `#` and to the other gateway's topic: SUBACK 0x87.
     let mut v5 = connect_v5(
         b.mqtt,
@@ -140,16 +131,7 @@ async fn operational_is_refused_on_another_gateways_topic_and_on_hash() {
     .await
     .unwrap();
     v5.client.subscribe("#", Q5::AtMostOnce).await.unwrap();
-    let codes = v5
-        .wait_for(LONG, |p| match p {
-            P5::SubAck(ack) => Some(ack.return_codes.clone()),
-            _ => None,
-        })
-        .await;
-    assert!(
-        matches!(&codes, Ok(Some(c)) if c[..] == [Sub5::NotAuthorized]),
-        "expected SUBACK 0x87 for #, got {codes:?}"
-    );
+    expect_suback_not_authorized(&mut v5, "expected SUBACK 0x87 for #").await;
     // v3.1.1: SUBACK failure (0x80) per refused filter, the allowed one granted.
     let mut v4 = connect_v4(
         b.mqtt,
@@ -244,16 +226,7 @@ async fn bootstrap_only_reaches_its_own_provisioning_subtree() {
         )
         .await
         .unwrap();
-    let reason = boot
-        .wait_for(LONG, |p| match p {
-            P5::PubAck(ack) => Some(ack.reason),
-            _ => None,
-        })
-        .await;
-    assert!(
-        matches!(reason, Ok(Some(PubAckReason::NotAuthorized))),
-        "expected PUBACK 0x87, got {reason:?}"
-    );
+    expect_puback_not_authorized(&mut boot, "expected PUBACK 0x87").await;
     // Another MAC's sub-tree is refused.
     let mut boot = connect_v5(b.mqtt, &pki, Some(&pki.bootstrap), BOOTSTRAP_MAC, |_| {})
         .await
@@ -262,16 +235,7 @@ async fn bootstrap_only_reaches_its_own_provisioning_subtree() {
         .subscribe("tds/provision/11:22:33:44:55:66/#", Q5::AtMostOnce)
         .await
         .unwrap();
-    let codes = boot
-        .wait_for(LONG, |p| match p {
-            P5::SubAck(ack) => Some(ack.return_codes.clone()),
-            _ => None,
-        })
-        .await;
-    assert!(
-        matches!(&codes, Ok(Some(c)) if c[..] == [Sub5::NotAuthorized]),
-        "expected SUBACK 0x87, got {codes:?}"
-    );
+    expect_suback_not_authorized(&mut boot, "expected SUBACK 0x87").await;
     assert!(b.metric("gatehouse_acl_denials_total{action=\"publish\",kind=\"bootstrap\"}") >= 1.0);
     assert!(
         b.metric("gatehouse_acl_denials_total{action=\"subscribe\",kind=\"bootstrap\"}") >= 1.0
@@ -644,5 +608,33 @@ async fn receive_rule_filters_every_delivered_message() {
     assert!(
         b.log().contains("presence: online"),
         "presence events are logged"
+    );
+}
+
+/// The next PUBACK `c` receives is 0x87 (not authorized).
+async fn expect_puback_not_authorized(c: &mut gatehouse_tests::mqtt::V5, what: &str) {
+    let reason = c
+        .wait_for(LONG, |p| match p {
+            P5::PubAck(ack) => Some(ack.reason),
+            _ => None,
+        })
+        .await;
+    assert!(
+        matches!(reason, Ok(Some(PubAckReason::NotAuthorized))),
+        "{what}, got {reason:?}"
+    );
+}
+
+/// The next SUBACK `c` receives refuses its one filter with 0x87.
+async fn expect_suback_not_authorized(c: &mut gatehouse_tests::mqtt::V5, what: &str) {
+    let codes = c
+        .wait_for(LONG, |p| match p {
+            P5::SubAck(ack) => Some(ack.return_codes.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(
+        matches!(&codes, Ok(Some(c)) if c[..] == [Sub5::NotAuthorized]),
+        "{what}, got {codes:?}"
     );
 }

@@ -291,6 +291,25 @@ impl Access {
     }
 }
 
+/// The client and a copy of the topic of an event; `None` if either is NULL.
+///
+/// # Safety
+/// `client` and `topic` are NULL or the pointers of the current callback's
+/// event struct (a live client; a NUL-terminated string owned by Mosquitto).
+unsafe fn client_and_topic(
+    client: *mut sys::mosquitto,
+    topic: *const std::os::raw::c_char,
+) -> Option<(Client, Vec<u8>)> {
+    // SAFETY: per the contract, valid for this callback.
+    let client = unsafe { Client::from_raw(client) }?;
+    if topic.is_null() {
+        return None;
+    }
+    // SAFETY: non-null topic is a NUL-terminated string owned by Mosquitto.
+    let topic = unsafe { CStr::from_ptr(topic) }.to_bytes().to_vec();
+    Some((client, topic))
+}
+
 /// Decoded `mosquitto_evt_acl_check`.
 #[derive(Debug)]
 pub(crate) struct AclCheck {
@@ -309,13 +328,8 @@ pub(crate) unsafe fn acl_check_event(data: *mut c_void) -> Option<AclCheck> {
     }
     // SAFETY: non-null, points to the event struct for this callback.
     let ev = unsafe { &*ev };
-    // SAFETY: the client pointer is Mosquitto's, valid for this callback.
-    let client = unsafe { Client::from_raw(ev.client) }?;
-    if ev.topic.is_null() {
-        return None;
-    }
-    // SAFETY: non-null topic is a NUL-terminated string owned by Mosquitto.
-    let topic = unsafe { CStr::from_ptr(ev.topic) }.to_bytes().to_vec();
+    // SAFETY: both pointers come from this callback's event struct.
+    let (client, topic) = unsafe { client_and_topic(ev.client, ev.topic) }?;
     Some(AclCheck {
         client,
         access: Access::from_raw(ev.access),
@@ -365,14 +379,9 @@ pub(crate) unsafe fn message_event(data: *mut c_void) -> Option<Message> {
     }
     // SAFETY: non-null, points to the event struct for this callback.
     let ev = unsafe { &*ev };
-    // SAFETY: the client pointer is Mosquitto's, valid for this callback
-    // (NULL for messages that do not come from a client).
-    let client = unsafe { Client::from_raw(ev.client) }?;
-    if ev.topic.is_null() {
-        return None;
-    }
-    // SAFETY: non-null topic is a NUL-terminated string owned by Mosquitto.
-    let topic = unsafe { CStr::from_ptr(ev.topic) }.to_bytes().to_vec();
+    // SAFETY: both pointers come from this callback's event struct (the
+    // client is NULL for messages that do not come from a client).
+    let (client, topic) = unsafe { client_and_topic(ev.client, ev.topic) }?;
     let payload = if ev.payload.is_null() || ev.payloadlen == 0 {
         Vec::new()
     } else {
