@@ -27,6 +27,7 @@ pub(crate) const SPOOL_SEGMENT_BYTES: usize = 32 * 1024 * 1024;
 pub(crate) const RETRY_MIN: &str = "100ms";
 pub(crate) const RETRY_MAX: &str = "30s";
 pub(crate) const CONNECT_TIMEOUT: &str = "2s";
+pub(crate) const WRITE_TIMEOUT: &str = "30s";
 pub(crate) const CHUNK_INTERVAL: &str = "1day";
 
 #[derive(Debug, Default, Deserialize)]
@@ -53,6 +54,7 @@ pub(crate) struct RawIngest {
     pub retry_min: Option<String>,
     pub retry_max: Option<String>,
     pub connect_timeout: Option<String>,
+    pub write_timeout: Option<String>,
     pub ack: Option<String>,
     pub chunk_interval: Option<String>,
 }
@@ -94,6 +96,9 @@ pub struct IngestSettings {
     pub retry_max: Duration,
     /// How long to wait for a database connection before treating it as down.
     pub connect_timeout: Duration,
+    /// Longest a batch write (or ledger lookup) may take before the database
+    /// is treated as down and the batch is spooled.
+    pub write_timeout: Duration,
     pub ack: AckMode,
     /// TimescaleDB hypertable chunk interval.
     pub chunk_interval: Duration,
@@ -352,6 +357,11 @@ impl Validator<'_> {
                 "ingest.connect_timeout",
                 raw.connect_timeout,
                 CONNECT_TIMEOUT,
+            )?,
+            write_timeout: self.duration(
+                "ingest.write_timeout",
+                raw.write_timeout,
+                WRITE_TIMEOUT,
             )?,
             ack,
             chunk_interval: self.duration(

@@ -37,6 +37,7 @@ fn defaults() {
     assert_eq!(i.when_spool_full, WhenSpoolFull::DropNewest);
     assert_eq!(i.ack, AckMode::None);
     assert_eq!(i.chunk_interval, Duration::from_secs(86_400));
+    assert_eq!(i.write_timeout, Duration::from_secs(30));
 }
 
 #[test]
@@ -125,6 +126,9 @@ fn numbers_and_durations_are_checked() {
     assert_eq!(e.key(), Some("ingest.retry_max"));
     let e = err("[ingest]\nspool_max_bytes = 1000\nspool_segment_bytes = 2000\n");
     assert_eq!(e.key(), Some("ingest.spool_segment_bytes"));
+    let e = err("[ingest]\nwrite_timeout = \"0s\"\n");
+    assert_eq!(e.key(), Some("ingest.write_timeout"));
+    assert!(e.to_string().contains("greater than zero"), "{e}");
 }
 
 #[test]

@@ -168,6 +168,15 @@ impl Postgres {
         self.psql_db(DATABASE, sql)
     }
 
+    /// Starts `psql` running `sql` in the `gatehouse` database without
+    /// waiting for it (e.g. a transaction that holds a lock for a while).
+    pub fn spawn_psql(&self, sql: &str) -> std::process::Child {
+        self.psql_cmd(DATABASE, sql)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("run psql")
+    }
+
     fn psql_db(&self, db: &str, sql: &str) -> String {
         let out = self.psql_cmd(db, sql).output().expect("run psql");
         assert!(

@@ -271,3 +271,83 @@ fn sigkill_with_durable_acks_loses_no_acknowledged_record() {
     );
     assert!(acked.len() >= 10_000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stuck_write_goes_to_the_spool_within_write_timeout_and_lands_once_later() {
+    let pg = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
+    let spool = tempfile::tempdir().unwrap();
+    let mut settings = pg.ingest_settings(spool.path());
+    settings.ack = AckMode::Durable;
+    settings.write_timeout = Duration::from_millis(500);
+    let registry = prometheus::Registry::new();
+    let (h, svc) = gatehouse_ingest::start(&settings, Some(&registry))
+        .await
+        .unwrap();
+    let submit = |seq: u64| {
+        let (ack, waiter) = Ack::new();
+        let payload = format!(r#"{{"seq":{seq}}}"#);
+        h.submit(
+            Record::new("GW-H", "telemetry/GW-H/data", payload),
+            Some(ack),
+        );
+        waiter
+    };
+    // Healthy: committed (this also creates the table).
+    for seq in 0..100 {
+        assert_eq!(
+            submit(seq).await,
+            Ok(gatehouse_ingest::Durability::Committed)
+        );
+    }
+
+    // Another session holds the table locked for 4 s: the database answers
+    // pings and hands out connections, but every COPY waits for the lock.
+    // Records must still become durable (spooled) within the write timeout,
+    // not wait for the lock.
+    let mut locker = pg.spawn_psql(
+        "BEGIN; LOCK TABLE telemetry IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(4); COMMIT;",
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pg.psql("SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' AND relation = 'telemetry'::regclass") != "1" {
+        assert!(Instant::now() < deadline, "the lock was never taken");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let locked_at = Instant::now();
+    let waiters: Vec<_> = (100..200).map(submit).collect();
+    for w in waiters {
+        let got = tokio::time::timeout(Duration::from_secs(3), w).await;
+        assert_eq!(
+            got,
+            Ok(Ok(gatehouse_ingest::Durability::Spooled)),
+            "while the table is locked"
+        );
+    }
+    eprintln!(
+        "stuck write: 100 records spooled {:?} after the lock was taken",
+        locked_at.elapsed()
+    );
+    assert!(counter(&registry, "gatehouse_ingest_retries_total") >= 1.0);
+
+    // Lock released: the spool is replayed, every record exactly once.
+    assert!(locker.wait().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = pg.psql(
+            "SELECT count(*) || ' ' || count(DISTINCT (payload->>'seq')::int) FROM telemetry",
+        );
+        if got == "200 200" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after the lock was released: {got} (count, distinct)"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    svc.shutdown().await;
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM telemetry"),
+        "200",
+        "a replayed batch landed twice"
+    );
+}

@@ -6,14 +6,25 @@
 mod postgres;
 mod sqlite;
 
+use std::time::Duration;
+
 use gatehouse_config::{IngestDatabase, IngestSettings};
 
 use crate::decode::{Item, Kind};
 use crate::error::IngestError;
 
-/// A database sink.
+/// A database sink. Every call is bounded by `ingest.write_timeout`: a
+/// database that accepts connections but stops answering (hung, stalled
+/// disk, network black hole) is treated like one that is down, so batches go
+/// to the spool instead of piling up behind a writer that never returns.
 #[derive(Debug)]
-pub(crate) enum Sink {
+pub(crate) struct Sink {
+    db: Db,
+    timeout: Duration,
+}
+
+#[derive(Debug)]
+enum Db {
     Postgres(postgres::PgSink),
     Sqlite(sqlite::SqliteSink),
 }
@@ -22,21 +33,44 @@ impl Sink {
     /// Builds the sink without connecting: the database may be down at start.
     pub(crate) async fn open(settings: &IngestSettings, node: &str) -> Result<Sink, IngestError> {
         let names = Names::new(&settings.table, &settings.reject_table);
-        Ok(match &settings.database {
+        let db = match &settings.database {
             IngestDatabase::Postgres { url } => {
-                Sink::Postgres(postgres::PgSink::open(url, settings, names, node)?)
+                Db::Postgres(postgres::PgSink::open(url, settings, names, node)?)
             }
             IngestDatabase::Sqlite { path } => {
-                Sink::Sqlite(sqlite::SqliteSink::open(path, settings, names, node).await?)
+                Db::Sqlite(sqlite::SqliteSink::open(path, settings, names, node).await?)
             }
+        };
+        Ok(Sink {
+            db,
+            timeout: settings.write_timeout,
         })
+    }
+
+    /// `f` within the write timeout; a timeout is an I/O error (retriable).
+    /// An abandoned transaction is rolled back; if its commit went through
+    /// after all, the batch ledger makes the replay skip it.
+    async fn bounded<T>(
+        &self,
+        f: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, sqlx::Error> {
+        match tokio::time::timeout(self.timeout, f).await {
+            Ok(r) => r,
+            Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "the database did not answer within ingest.write_timeout ({:?})",
+                    self.timeout
+                ),
+            ))),
+        }
     }
 
     /// Commits `items` (rows and rejects) and records `units` in the ledger, atomically.
     pub(crate) async fn write(&self, units: &[i64], items: &[Item]) -> Result<(), sqlx::Error> {
-        match self {
-            Sink::Postgres(s) => s.write(units, items).await,
-            Sink::Sqlite(s) => s.write(units, items).await,
+        match &self.db {
+            Db::Postgres(s) => self.bounded(s.write(units, items)).await,
+            Db::Sqlite(s) => self.bounded(s.write(units, items)).await,
         }
     }
 
@@ -45,24 +79,29 @@ impl Sink {
         if units.is_empty() {
             return Ok(Vec::new());
         }
-        match self {
-            Sink::Postgres(s) => s.committed(units).await,
-            Sink::Sqlite(s) => s.committed(units).await,
+        match &self.db {
+            Db::Postgres(s) => self.bounded(s.committed(units)).await,
+            Db::Sqlite(s) => self.bounded(s.committed(units)).await,
         }
     }
 
     /// Cheap round trip to see whether the database is back.
     pub(crate) async fn ping(&self) -> Result<(), sqlx::Error> {
-        match self {
-            Sink::Postgres(s) => s.ping().await,
-            Sink::Sqlite(s) => s.ping().await,
+        match &self.db {
+            Db::Postgres(s) => self.bounded(s.ping()).await,
+            Db::Sqlite(s) => self.bounded(s.ping()).await,
         }
     }
 
     pub(crate) async fn close(&self) {
-        match self {
-            Sink::Postgres(s) => s.close().await,
-            Sink::Sqlite(s) => s.close().await,
+        let close = async {
+            match &self.db {
+                Db::Postgres(s) => s.close().await,
+                Db::Sqlite(s) => s.close().await,
+            }
+        };
+        if tokio::time::timeout(self.timeout, close).await.is_err() {
+            tracing::warn!("ingest: closing the database connections timed out");
         }
     }
 }
