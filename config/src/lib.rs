@@ -13,11 +13,13 @@
 mod defaults;
 mod error;
 mod load;
+mod provisioning;
 mod raw;
 mod settings;
 
 pub use error::ConfigError;
 pub use load::{CONFIG_ENV, resolve_path};
+pub use provisioning::{ProvisioningSettings, ProvisioningStore};
 pub use settings::{
     AclSettings, BootstrapClientId, Classification, Config, IdentitySettings, KindRules,
     OperationalClientId, TlsSettings,

@@ -12,6 +12,8 @@ pub(crate) struct RawConfig {
     pub identity: RawIdentity,
     #[serde(default)]
     pub acl: RawAcl,
+    #[serde(default)]
+    pub provisioning: crate::provisioning::RawProvisioning,
 }
 
 #[derive(Debug, Default, Deserialize)]

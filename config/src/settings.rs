@@ -15,6 +15,7 @@ pub struct Config {
     pub tls: TlsSettings,
     pub identity: IdentitySettings,
     pub acl: AclSettings,
+    pub provisioning: crate::provisioning::ProvisioningSettings,
 }
 
 /// `[tls]`: what the MQTT front door presents and verifies against.
