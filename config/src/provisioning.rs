@@ -157,7 +157,11 @@ impl Validator<'_> {
         let days = |key: &str, v: Option<i64>, default: usize| {
             self.positive(key, v, default, 36_500).map(|d| d as u32)
         };
-        let validity_days = days("provisioning.validity_days", raw.validity_days, VALIDITY_DAYS)?;
+        let validity_days = days(
+            "provisioning.validity_days",
+            raw.validity_days,
+            VALIDITY_DAYS,
+        )?;
         let renewal_window_days = days(
             "provisioning.renewal_window_days",
             raw.renewal_window_days,

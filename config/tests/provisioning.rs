@@ -19,10 +19,16 @@ fn defaults_are_the_documented_ones() {
     let p = parse("").unwrap().provisioning;
     assert!(p.enabled);
     assert_eq!(p.listen, "127.0.0.1:8443".parse::<SocketAddr>().unwrap());
-    assert_eq!(p.admin_listen, "127.0.0.1:8444".parse::<SocketAddr>().unwrap());
+    assert_eq!(
+        p.admin_listen,
+        "127.0.0.1:8444".parse::<SocketAddr>().unwrap()
+    );
     let data = Path::new("/etc/gatehouse/gatehouse-data");
     assert_eq!(p.admin_token_file, data.join("admin.token"));
-    assert_eq!(p.store, ProvisioningStore::Sqlite(data.join("provisioning.db")));
+    assert_eq!(
+        p.store,
+        ProvisioningStore::Sqlite(data.join("provisioning.db"))
+    );
     assert_eq!(p.ca_cert, data.join("ca.crt"));
     assert_eq!(p.ca_key, data.join("ca.key"));
     assert_eq!(p.cert, data.join("server.crt"));
