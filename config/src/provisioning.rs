@@ -109,7 +109,7 @@ impl Validator<'_> {
         };
         let listen = addr("provisioning.listen", raw.listen, LISTEN)?;
         let admin_listen = addr("provisioning.admin_listen", raw.admin_listen, ADMIN_LISTEN)?;
-        if listen == admin_listen {
+        if listen == admin_listen && listen.port() != 0 {
             return Err(self.invalid(
                 "provisioning.admin_listen",
                 "the admin API needs its own address: make admin_listen differ from listen",
