@@ -228,6 +228,7 @@ async fn bad_input(store: StoreKind) {
 }
 
 async fn rate_limit(store: StoreKind) {
+    let second_store = store.clone();
     let h = Harness::start(store, "rate_limit = 3").await;
     for i in 0..3 {
         let (s, _) = register(&h, json!({"mac": format!("aa:bb:cc:dd:ee:1{i}")})).await;
@@ -262,7 +263,7 @@ async fn rate_limit(store: StoreKind) {
 
     // Behind a trusted proxy, each forwarded client has its own budget.
     let h = Harness::start(
-        StoreKind::Sqlite,
+        second_store,
         "rate_limit = 1\ntrusted_proxies = [\"127.0.0.1\"]",
     )
     .await;
@@ -382,6 +383,14 @@ async fn idempotency_and_states(store: StoreKind) {
         .map(|a| a["action"].as_str().unwrap())
         .collect();
     assert_eq!(actions, ["registration.reject", "registration.allocate"]);
+    // ... and cannot be rewritten.
+    let pool = h.sidecar.service.store().pool();
+    let upd = sqlx::query("UPDATE audit_log SET actor = 'someone else'")
+        .execute(pool)
+        .await;
+    assert!(upd.unwrap_err().to_string().contains("append-only"));
+    let del = sqlx::query("DELETE FROM audit_log").execute(pool).await;
+    assert!(del.unwrap_err().to_string().contains("append-only"));
     h.stop().await;
 }
 
