@@ -12,12 +12,16 @@
 
 mod defaults;
 mod error;
+mod ingest;
 mod load;
 mod provisioning;
 mod raw;
 mod settings;
 
 pub use error::ConfigError;
+pub use ingest::{
+    AckMode, IngestDatabase, IngestSettings, TimeFormat, WhenFull, WhenSpoolFull, redact_url,
+};
 pub use load::{CONFIG_ENV, resolve_path};
 pub use provisioning::{ProvisioningSettings, ProvisioningStore};
 pub use settings::{

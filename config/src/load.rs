@@ -260,6 +260,7 @@ impl Validator<'_> {
             tls,
             identity: self.identity(raw.identity)?,
             acl: self.acl(raw.acl)?,
+            ingest: self.ingest(raw.ingest, &data_dir)?,
             data_dir,
         })
     }
@@ -507,7 +508,7 @@ pub(crate) fn parse_fingerprint(s: &str) -> Option<[u8; 32]> {
 }
 
 /// A rule is an MQTT topic filter whose levels may hold `{placeholder}`s.
-fn check_rule(rule: &str) -> Result<(), String> {
+pub(crate) fn check_rule(rule: &str) -> Result<(), String> {
     if rule.is_empty() {
         return Err("empty rule; write a topic filter such as \"telemetry/{cn}/#\"".into());
     }

@@ -13,6 +13,8 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub acl: RawAcl,
     #[serde(default)]
+    pub ingest: crate::ingest::RawIngest,
+    #[serde(default)]
     pub provisioning: crate::provisioning::RawProvisioning,
 }
 

@@ -15,6 +15,7 @@ pub struct Config {
     pub tls: TlsSettings,
     pub identity: IdentitySettings,
     pub acl: AclSettings,
+    pub ingest: crate::ingest::IngestSettings,
     pub provisioning: crate::provisioning::ProvisioningSettings,
 }
 

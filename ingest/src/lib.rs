@@ -1,0 +1,2 @@
+//! `gatehouse-ingest` (work in progress).
+#![forbid(unsafe_code)]
