@@ -10,7 +10,8 @@ log() { printf '\n== %s\n' "$*"; }
 # System packages the build and the tests need. Later parts of Gatehouse add
 # theirs here (PostgreSQL, Mosquitto, ...).
 APT_PACKAGES=(gcc pkg-config ca-certificates
-    curl openssl jq unzip)  # provisioning walkthrough test (README)
+    postgresql                 # private PostgreSQL (tests/src/postgres.rs)
+    curl openssl jq unzip)     # provisioning walkthrough test (README)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -6,10 +6,14 @@
 //! directory. Nothing here is checked in as an opaque blob: every certificate
 //! is generated on the fly.
 //!
-//! It does not start servers yet; later parts add private PostgreSQL and
-//! Mosquitto processes here.
+//! [`postgres::Postgres`] runs a private PostgreSQL cluster (initdb in a
+//! temporary directory, random port on 127.0.0.1) that tests can stop and
+//! start again. [`provisioning::Harness`] runs the provisioning sidecar in
+//! a private directory with real HTTPS clients. Later parts add Mosquitto
+//! processes here.
 
 #![forbid(unsafe_code)]
 
 pub mod pki;
+pub mod postgres;
 pub mod provisioning;

@@ -2,9 +2,11 @@
 //! answer of the reference's self-registration contract, rate limiting,
 //! idempotency, bad input, the CSR and legacy allocation paths, revocation
 //! and the CRL, bootstrap certificates, admin authentication, renewal watch
-//! and presence. Each scenario runs against SQLite and PostgreSQL.
+//! and presence. Each scenario runs against SQLite and against a private
+//! PostgreSQL (`gatehouse_tests::postgres`).
 
 use gatehouse_auth::{Classifier, CrlVerifier, Kind, RevocationSet, Serial};
+use gatehouse_tests::postgres::Postgres;
 use gatehouse_tests::provisioning::{
     DeviceKey, Harness, StoreKind, csr_bad_signature, csr_p256, csr_rsa1024, csr_rsa2048, unzip,
 };
@@ -228,7 +230,7 @@ async fn bad_input(store: StoreKind) {
 }
 
 async fn rate_limit(store: StoreKind) {
-    let second_store = store.clone();
+    let second_store = another(&store).await;
     let h = Harness::start(store, "rate_limit = 3").await;
     for i in 0..3 {
         let (s, _) = register(&h, json!({"mac": format!("aa:bb:cc:dd:ee:1{i}")})).await;
@@ -855,3 +857,100 @@ sqlite!(
     admin_auth,
     renewal_and_presence,
 );
+
+/// A fresh, empty database on the shared PostgreSQL server.
+async fn fresh_database(server_url: &str) -> String {
+    use sqlx::Connection;
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let name = format!(
+        "prov_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let mut conn = sqlx::PgConnection::connect(server_url)
+        .await
+        .expect("connect to PostgreSQL");
+    sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str())
+        .await
+        .expect("create database");
+    let (base, _) = server_url.rsplit_once('/').expect("URL with a database");
+    format!("{base}/{name}")
+}
+
+/// A second, empty store of the same kind (on the same server).
+async fn another(store: &StoreKind) -> StoreKind {
+    match store {
+        StoreKind::Sqlite => StoreKind::Sqlite,
+        StoreKind::Postgres(url) => StoreKind::Postgres(fresh_database(url).await),
+    }
+}
+
+/// Every scenario against one private PostgreSQL (started once: initdb is
+/// the slow part), each in a database of its own.
+macro_rules! postgres {
+    ($($name:ident),* $(,)?) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn postgres_scenarios() {
+            let pg = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
+            let url = pg.database_url();
+            $(
+                eprintln!("postgres: {}", stringify!($name));
+                $name(StoreKind::Postgres(fresh_database(&url).await)).await;
+            )*
+            postgres_revocation_notifies_listeners(fresh_database(&url).await).await;
+            drop(pg);
+        }
+    };
+}
+
+postgres!(
+    register_contract,
+    bad_input,
+    rate_limit,
+    idempotency_and_states,
+    csr_path,
+    legacy_path,
+    revoke_publishes_crl,
+    bootstrap_lifecycle,
+    admin_auth,
+    renewal_and_presence,
+);
+
+/// Revocations on PostgreSQL send `NOTIFY gatehouse_crl` with the CRL number,
+/// which brokers sharing the database LISTEN for.
+async fn postgres_revocation_notifies_listeners(url: String) {
+    let h = Harness::start(StoreKind::Postgres(url.clone()), "rate_limit = 1000").await;
+    let mut listener = sqlx::postgres::PgListener::connect(&url).await.unwrap();
+    listener
+        .listen(gatehouse_provisioning::store::CRL_CHANNEL)
+        .await
+        .unwrap();
+    let (_, b) = register(
+        &h,
+        json!({"mac": "aa:bb:cc:dd:ee:91", "csr_pem": csr_p256().csr_pem}),
+    )
+    .await;
+    let resp = allocate(&h, b["registro_id"].as_i64().unwrap(), "GW0091").await;
+    let cert_id = resp.headers()["x-gatehouse-certificate-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let (s, r) = admin_json(
+        &h,
+        reqwest::Method::POST,
+        &format!("/api/certificates/{cert_id}/revoke"),
+        Some(json!({"reason": "superseded"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), listener.recv())
+        .await
+        .expect("NOTIFY within 5 s")
+        .unwrap();
+    assert_eq!(n.channel(), "gatehouse_crl");
+    assert_eq!(
+        n.payload(),
+        r["crl"]["number"].as_u64().unwrap().to_string()
+    );
+    h.stop().await;
+}
