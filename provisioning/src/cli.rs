@@ -186,7 +186,7 @@ pub async fn run(cmd: Command, config: &Config) -> anyhow::Result<()> {
         Command::Registrations(c) => registrations(c, config).await,
         Command::Certs(c) => certs(c, config).await,
         Command::Crl(CrlCommand::Write(j)) => {
-            let crl = service(config).await?.publish_crl().await?;
+            let crl = service(config).await?.publish_crl_by(&actor()).await?;
             if j.json {
                 print_json(&crl)
             } else {

@@ -336,9 +336,53 @@ impl Provisioning {
             })
     }
 
+    /// Appends an audit line for an action that changes nothing in the
+    /// registry itself (bundle downloads, CRL re-signing).
+    pub async fn audit(
+        &self,
+        actor: Actor<'_>,
+        action: &str,
+        subject: &str,
+        detail: &str,
+    ) -> Result<(), ProvisioningError> {
+        let mut tx = self.store.begin().await?;
+        self.store
+            .audit(
+                &mut tx,
+                actor,
+                action,
+                subject,
+                detail,
+                OffsetDateTime::now_utc(),
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// [`Provisioning::publish_crl`] on an admin's request, audited.
+    pub async fn publish_crl_by(
+        &self,
+        actor: Actor<'_>,
+    ) -> Result<CrlPublished, ProvisioningError> {
+        let crl = self.publish_crl().await?;
+        self.audit(
+            actor,
+            "crl.write",
+            &format!("crl:{}", crl.number),
+            &format!("entries={}", crl.entries),
+        )
+        .await?;
+        Ok(crl)
+    }
+
     /// Re-download of an operational bundle: certificate, CA and README;
     /// never a key (a legacy key is handed out once, at allocation).
-    pub async fn certificate_bundle(&self, id: i64) -> Result<Vec<u8>, ProvisioningError> {
+    pub async fn certificate_bundle(
+        &self,
+        id: i64,
+        actor: Actor<'_>,
+    ) -> Result<Vec<u8>, ProvisioningError> {
         let c = self
             .store
             .certificate(id)
@@ -347,7 +391,7 @@ impl Provisioning {
                 what: "certificate",
                 id,
             })?;
-        bundle::device_zip(&DeviceBundle {
+        let zip = bundle::device_zip(&DeviceBundle {
             gateway_code: &c.gateway_code,
             serial: &c.serial,
             fingerprint: &c.fingerprint,
@@ -355,7 +399,15 @@ impl Provisioning {
             cert_pem: &c.certificate_pem,
             ca_pem: self.ca.cert_pem(),
             key_pem: None,
-        })
+        })?;
+        self.audit(
+            actor,
+            "certificate.bundle",
+            &format!("certificate:{id}"),
+            "bundle without key",
+        )
+        .await?;
+        Ok(zip)
     }
 
     // ---- revocation ------------------------------------------------------------

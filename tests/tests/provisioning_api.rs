@@ -542,6 +542,20 @@ async fn legacy_path(store: StoreKind) {
     let files = unzip(&again.bytes().await.unwrap());
     assert!(!files.contains_key("device.key"));
     assert!(files.contains_key("device.crt"));
+    let (s, crl) = admin_json(&h, reqwest::Method::POST, "/api/crl", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(crl["number"].as_u64().unwrap() >= 2, "{crl}");
+    let (_, audit) = admin_json(&h, reqwest::Method::GET, "/api/audit", None).await;
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["registration.allocate", "certificate.bundle", "crl.write"]
+    );
     h.stop().await;
 }
 

@@ -306,7 +306,7 @@ async fn certificates_due(State(st): State<AdminState>) -> Response {
 }
 
 async fn certificate_bundle(State(st): State<AdminState>, Path(id): Path<i64>) -> Response {
-    match st.app.service.certificate_bundle(id).await {
+    match st.app.service.certificate_bundle(id, ACTOR).await {
         Ok(b) => zip(format!("certificate-{id}.zip"), b, &[]),
         Err(e) => failure(e),
     }
@@ -427,7 +427,7 @@ async fn audit(State(st): State<AdminState>) -> Response {
 }
 
 async fn publish_crl(State(st): State<AdminState>) -> Response {
-    match st.app.service.publish_crl().await {
+    match st.app.service.publish_crl_by(ACTOR).await {
         Ok(c) => ok_json(&c),
         Err(e) => failure(e),
     }
