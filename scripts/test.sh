@@ -8,10 +8,12 @@ cd "$(dirname "$0")/.."
 log() { printf '\n== %s\n' "$*"; }
 
 # System packages the build and the tests need. Later parts of Gatehouse add
-# theirs here (PostgreSQL, Mosquitto, ...).
-APT_PACKAGES=(gcc pkg-config ca-certificates
-    postgresql                 # private PostgreSQL (tests/src/postgres.rs)
-    curl openssl jq unzip)     # provisioning walkthrough test (README)
+# theirs here. postgresql: the private test clusters of tests/src/postgres.rs;
+# util-linux: setpriv (runs them as `postgres`); procps: kill;
+# mosquitto-clients: mosquitto_pub/mosquitto_sub in the broker tests;
+# curl openssl jq unzip: the provisioning walkthrough test (README).
+APT_PACKAGES=(gcc pkg-config ca-certificates mosquitto-clients postgresql util-linux procps
+    curl openssl jq unzip)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -27,6 +29,9 @@ fi
 
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy
+
+# The broker load test holds 500 client connections in one process.
+ulimit -n 4096 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 export RUST_BACKTRACE=1
 export CARGO_TERM_COLOR=never

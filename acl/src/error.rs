@@ -1,6 +1,7 @@
 //! The crate's error types: why a topic or filter is malformed, why a rule
 //! cannot be compiled, why a client id is refused.
 
+use gatehouse_config::rule::RuleSyntaxError;
 use thiserror::Error;
 
 /// Why a PUBLISH topic name or a SUBSCRIBE topic filter is not acceptable.
@@ -32,28 +33,13 @@ pub enum TopicError {
 /// hand.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum RuleError {
-    #[error("{key}: empty rule; write a topic filter such as \"telemetry/{{cn}}/#\"")]
-    Empty { key: String },
-    #[error("{key}: rule {rule:?} contains a NUL character")]
-    Nul { key: String, rule: String },
-    #[error("{key}: rule {rule:?}: `#` must be a whole level and the last one")]
-    MisplacedHash { key: String, rule: String },
-    #[error("{key}: rule {rule:?}: `+` must be a whole level")]
-    MisplacedPlus { key: String, rule: String },
-    #[error(
-        "{key}: rule {rule:?}: unknown placeholder {{{name}}}; use {{cn}}, {{client_id}} or {{gateway_code}}"
-    )]
-    UnknownPlaceholder {
+    #[error("{key}: rule {rule:?}: {source}")]
+    Syntax {
         key: String,
         rule: String,
-        name: String,
+        #[source]
+        source: RuleSyntaxError,
     },
-    #[error(
-        "{key}: rule {rule:?}: unclosed `{{`; placeholders are {{cn}}, {{client_id}}, {{gateway_code}}"
-    )]
-    UnclosedPlaceholder { key: String, rule: String },
-    #[error("{key}: rule {rule:?}: stray `}}`")]
-    StrayBrace { key: String, rule: String },
     #[error(
         "{key}: rule {rule:?} has {levels} levels but acl.max_topic_levels is {max}, so it could never match"
     )]

@@ -17,6 +17,8 @@
 
 use rustc_hash::FxHashMap;
 
+use gatehouse_config::rule::{self as config_rule, Placeholder, RuleLevel, RulePiece};
+
 use crate::error::RuleError;
 use crate::topic::split_level;
 
@@ -102,123 +104,49 @@ pub(crate) struct Uses {
     pub(crate) client_id: bool,
 }
 
-/// Parses one rule. `key` names it in errors (`acl.operational.publish[0]`).
+/// Parses one rule (with `gatehouse-config`'s parser, the one owner of the
+/// rule syntax) and lowers it to trie levels. `key` names it in errors
+/// (`acl.operational.publish[0]`).
 fn parse_rule(rule: &str, key: &str, max_levels: usize) -> Result<(Vec<Level>, Uses), RuleError> {
-    let err_rule = || (key.to_string(), rule.to_string());
-    if rule.is_empty() {
-        return Err(RuleError::Empty {
-            key: key.to_string(),
-        });
-    }
-    if rule.contains('\0') {
-        let (key, rule) = err_rule();
-        return Err(RuleError::Nul { key, rule });
-    }
-    let count = rule.split('/').count();
-    let mut levels = Vec::with_capacity(count);
-    let mut uses = Uses::default();
-    for (i, text) in rule.split('/').enumerate() {
-        let level = if text == "#" {
-            if i + 1 != count {
-                let (key, rule) = err_rule();
-                return Err(RuleError::MisplacedHash { key, rule });
-            }
-            Level::Hash
-        } else if text.contains('#') {
-            let (key, rule) = err_rule();
-            return Err(RuleError::MisplacedHash { key, rule });
-        } else if text == "+" {
-            Level::Plus
-        } else if text.contains('+') {
-            let (key, rule) = err_rule();
-            return Err(RuleError::MisplacedPlus { key, rule });
-        } else {
-            parse_level(text, key, rule, &mut uses)?
-        };
-        levels.push(level);
-    }
-    // A trailing `#` also matches the parent, so it does not count.
-    let significant = count - usize::from(levels.last() == Some(&Level::Hash));
-    if significant > max_levels {
-        let (key, rule) = err_rule();
+    let parsed = config_rule::parse_rule(rule).map_err(|source| RuleError::Syntax {
+        key: key.to_string(),
+        rule: rule.to_string(),
+        source,
+    })?;
+    if config_rule::significant_levels(&parsed) > max_levels {
         return Err(RuleError::TooManyLevels {
-            key,
-            rule,
-            levels: count,
+            key: key.to_string(),
+            rule: rule.to_string(),
+            levels: parsed.len(),
             max: max_levels,
         });
     }
+    let mut uses = Uses::default();
+    let levels = parsed
+        .into_iter()
+        .map(|level| match level {
+            RuleLevel::Literal(text) => Level::Literal(text.into()),
+            RuleLevel::Plus => Level::Plus,
+            RuleLevel::Hash => Level::Hash,
+            RuleLevel::Template(pieces) => Level::Template(Template {
+                pieces: pieces
+                    .into_iter()
+                    .map(|piece| match piece {
+                        RulePiece::Literal(text) => Piece::Lit(text.into()),
+                        RulePiece::Placeholder(Placeholder::Cn | Placeholder::GatewayCode) => {
+                            uses.cn = true;
+                            Piece::Cn
+                        }
+                        RulePiece::Placeholder(Placeholder::ClientId) => {
+                            uses.client_id = true;
+                            Piece::ClientId
+                        }
+                    })
+                    .collect(),
+            }),
+        })
+        .collect();
     Ok((levels, uses))
-}
-
-fn parse_level(text: &str, key: &str, rule: &str, uses: &mut Uses) -> Result<Level, RuleError> {
-    if !text.contains('{') {
-        if text.contains('}') {
-            return Err(RuleError::StrayBrace {
-                key: key.to_string(),
-                rule: rule.to_string(),
-            });
-        }
-        return Ok(Level::Literal(text.into()));
-    }
-    let mut pieces: Vec<Piece> = Vec::new();
-    let push_lit = |pieces: &mut Vec<Piece>, s: &str| {
-        if s.is_empty() {
-            return;
-        }
-        if let Some(Piece::Lit(prev)) = pieces.last_mut() {
-            *prev = format!("{prev}{s}").into();
-        } else {
-            pieces.push(Piece::Lit(s.into()));
-        }
-    };
-    let mut rest = text;
-    while let Some(open) = rest.find('{') {
-        let before = &rest[..open];
-        if before.contains('}') {
-            return Err(RuleError::StrayBrace {
-                key: key.to_string(),
-                rule: rule.to_string(),
-            });
-        }
-        push_lit(&mut pieces, before);
-        let after = &rest[open + 1..];
-        let Some(close) = after.find('}') else {
-            return Err(RuleError::UnclosedPlaceholder {
-                key: key.to_string(),
-                rule: rule.to_string(),
-            });
-        };
-        let name = &after[..close];
-        match name {
-            "cn" | "gateway_code" => {
-                uses.cn = true;
-                pieces.push(Piece::Cn);
-            }
-            "client_id" => {
-                uses.client_id = true;
-                pieces.push(Piece::ClientId);
-            }
-            _ => {
-                return Err(RuleError::UnknownPlaceholder {
-                    key: key.to_string(),
-                    rule: rule.to_string(),
-                    name: name.to_string(),
-                });
-            }
-        }
-        rest = &after[close + 1..];
-    }
-    if rest.contains('}') {
-        return Err(RuleError::StrayBrace {
-            key: key.to_string(),
-            rule: rule.to_string(),
-        });
-    }
-    push_lit(&mut pieces, rest);
-    Ok(Level::Template(Template {
-        pieces: pieces.into_boxed_slice(),
-    }))
 }
 
 type NodeId = u32;
@@ -388,6 +316,7 @@ impl Trie {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gatehouse_config::rule::RuleSyntaxError;
 
     fn trie(rules: &[&str]) -> Trie {
         let rules: Vec<String> = rules.iter().map(|s| s.to_string()).collect();
@@ -442,8 +371,8 @@ mod tests {
 
     #[test]
     fn template_matches_whole_level_only() {
-        let Level::Template(t) = parse_level("dev-{cn}", "k", "r", &mut Uses::default()).unwrap()
-        else {
+        let (levels, _) = parse_rule("dev-{cn}", "k", 16).unwrap();
+        let [Level::Template(t)] = &levels[..] else {
             panic!("template expected");
         };
         assert!(t.matches("dev-GW1-EEFF", &V));
@@ -464,22 +393,21 @@ mod tests {
                 .map(|_| ())
                 .unwrap_err()
         };
-        assert!(matches!(compile(""), RuleError::Empty { .. }));
-        assert!(matches!(compile("a/\0"), RuleError::Nul { .. }));
-        assert!(matches!(compile("#/a"), RuleError::MisplacedHash { .. }));
-        assert!(matches!(compile("a#"), RuleError::MisplacedHash { .. }));
-        assert!(matches!(compile("a+"), RuleError::MisplacedPlus { .. }));
-        assert!(matches!(
-            compile("a/{x}"),
-            RuleError::UnknownPlaceholder { .. }
-        ));
-        assert!(matches!(
-            compile("a/{cn"),
-            RuleError::UnclosedPlaceholder { .. }
-        ));
-        assert!(matches!(compile("a/cn}"), RuleError::StrayBrace { .. }));
-        assert!(matches!(compile("a/}{cn}"), RuleError::StrayBrace { .. }));
-        assert!(matches!(compile("a/{cn}}"), RuleError::StrayBrace { .. }));
+        // The syntax itself is gatehouse-config's (tested there); a bad rule
+        // built by hand surfaces as a Syntax error naming key and rule.
+        for (rule, want) in [
+            ("", RuleSyntaxError::Empty),
+            ("a/\0", RuleSyntaxError::Nul),
+            ("#/a", RuleSyntaxError::MisplacedHash),
+            ("a+", RuleSyntaxError::MisplacedPlus),
+            ("a/{cn", RuleSyntaxError::UnclosedPlaceholder),
+            ("a/cn}", RuleSyntaxError::StrayBrace),
+        ] {
+            match compile(rule) {
+                RuleError::Syntax { source, .. } => assert_eq!(source, want, "{rule:?}"),
+                other => panic!("{rule:?}: {other:?}"),
+            }
+        }
         assert!(matches!(
             compile("a/b/c/d/e"),
             RuleError::TooManyLevels {

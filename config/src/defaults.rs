@@ -17,6 +17,3 @@ pub(crate) const MAX_TOPIC_LEVELS: usize = 16;
 
 pub(crate) const OPERATIONAL_RULE: &str = "telemetry/{cn}/#";
 pub(crate) const BOOTSTRAP_RULE: &str = "tds/provision/{client_id}/#";
-
-/// Placeholders a rule may use.
-pub(crate) const PLACEHOLDERS: &[&str] = &["cn", "client_id", "gateway_code"];

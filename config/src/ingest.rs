@@ -222,7 +222,7 @@ impl Validator<'_> {
             return Err(self.invalid("ingest.reject_table", "reject_table must differ from table"));
         }
         let topic_filter = raw.topic_filter.unwrap_or_else(|| TOPIC_FILTER.into());
-        if let Err(why) = crate::load::check_rule(&topic_filter) {
+        if let Err(why) = crate::rule::parse_rule(&topic_filter) {
             return Err(self.invalid("ingest.topic_filter", format!("{topic_filter:?}: {why}")));
         }
         if topic_filter.contains('{') {

@@ -13,16 +13,21 @@
 mod defaults;
 mod error;
 mod ingest;
+mod listeners;
 mod load;
+mod mqtt;
 mod provisioning;
 mod raw;
+pub mod rule;
 mod settings;
 
 pub use error::ConfigError;
 pub use ingest::{
     AckMode, IngestDatabase, IngestSettings, TimeFormat, WhenFull, WhenSpoolFull, redact_url,
 };
+pub use listeners::ListenerSettings;
 pub use load::{CONFIG_ENV, resolve_path};
+pub use mqtt::MqttSettings;
 pub use provisioning::{ProvisioningSettings, ProvisioningStore};
 pub use settings::{
     AclSettings, BootstrapClientId, Classification, Config, IdentitySettings, KindRules,

@@ -13,6 +13,10 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub acl: RawAcl,
     #[serde(default)]
+    pub listeners: crate::listeners::RawListeners,
+    #[serde(default)]
+    pub mqtt: crate::mqtt::RawMqtt,
+    #[serde(default)]
     pub ingest: crate::ingest::RawIngest,
     #[serde(default)]
     pub provisioning: crate::provisioning::RawProvisioning,

@@ -15,6 +15,8 @@ pub struct Config {
     pub tls: TlsSettings,
     pub identity: IdentitySettings,
     pub acl: AclSettings,
+    pub listeners: crate::ListenerSettings,
+    pub mqtt: crate::MqttSettings,
     pub ingest: crate::ingest::IngestSettings,
     pub provisioning: crate::provisioning::ProvisioningSettings,
 }

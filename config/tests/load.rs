@@ -285,3 +285,54 @@ fn client_id_policies() {
     let e = err("[identity]\nbootstrap_client_id = \"serial\"\n");
     assert_eq!(e.key(), Some("identity.bootstrap_client_id"));
 }
+
+#[test]
+fn rule_deeper_than_max_topic_levels_is_refused() {
+    let e = err("[acl]\nmax_topic_levels = 3\n\n[acl.operational]\npublish = [\"a/b/c/d\"]\n");
+    assert_eq!(e.key(), Some("acl.operational.publish[0]"));
+    assert_eq!(e.line(), Some(5));
+    assert!(e.to_string().contains("could never match"), "{e}");
+    // A trailing `#` also matches the parent, so it does not count.
+    parse("[acl]\nmax_topic_levels = 3\n\n[acl.operational]\npublish = [\"a/b/c/#\"]\nsubscribe = []\nreceive = []\n\n[acl.bootstrap]\npublish = []\nsubscribe = []\nreceive = []\n").unwrap();
+}
+
+#[test]
+fn listeners_and_mqtt_defaults() {
+    let c = Config::defaults();
+    assert_eq!(c.listeners.mqtt.to_string(), "127.0.0.1:8883");
+    assert_eq!(c.listeners.metrics.unwrap().to_string(), "127.0.0.1:9090");
+    assert_eq!(c.listeners.max_connections, 10_000);
+    assert_eq!(c.listeners.drain_timeout, Duration::from_secs(5));
+    assert_eq!(c.mqtt.max_packet_size, 1024 * 1024);
+    assert_eq!(c.mqtt.max_keepalive, Duration::from_secs(1200));
+    assert_eq!(c.mqtt.acl_violations_before_disconnect, 10);
+    let off = parse("[listeners]\nmetrics = \"\"\n").unwrap();
+    assert_eq!(off.listeners.metrics, None);
+}
+
+#[test]
+fn bad_listen_address_names_line_and_key() {
+    let e = err("[listeners]\nmetrics = \"127.0.0.1:9090\"\nmqtt = \"localhost:8883\"\n");
+    assert_eq!(e.line(), Some(3));
+    assert_eq!(e.key(), Some("listeners.mqtt"));
+    assert!(e.to_string().contains("IP address and port"), "{e}");
+    let e = err("[listeners]\nmqtt = \"127.0.0.1:1\"\nmetrics = \"127.0.0.1:1\"\n");
+    assert_eq!(e.key(), Some("listeners.metrics"));
+    let e = err("[listeners]\nmax_connections = 0\n");
+    assert_eq!(e.key(), Some("listeners.max_connections"));
+}
+
+#[test]
+fn mqtt_limits_are_checked() {
+    let e = err("[mqtt]\nmax_packet_size = -1\n");
+    assert_eq!(e.key(), Some("mqtt.max_packet_size"));
+    let e = err("[mqtt]\nmax_keepalive = \"19h\"\n");
+    assert_eq!(e.key(), Some("mqtt.max_keepalive"));
+    assert!(e.to_string().contains("65535"), "{e}");
+    let e = err("[mqtt]\n\nmax_keepalive = \"1500ms\"\n");
+    assert_eq!(e.line(), Some(3));
+    let e = err("[mqtt]\nacl_violations_before_disconnect = 0\n");
+    assert_eq!(e.key(), Some("mqtt.acl_violations_before_disconnect"));
+    let e = err("[mqtt]\nmax_packet_sise = 5\n");
+    assert!(e.to_string().contains("unknown field"), "{e}");
+}

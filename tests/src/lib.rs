@@ -6,6 +6,8 @@
 //! directory. Nothing here is checked in as an opaque blob: every certificate
 //! is generated on the fly.
 //!
+//! [`broker::BrokerProcess`] runs a private `gatehouse serve` on free ports;
+//! [`mqtt`] has rumqttc v3.1.1/v5 clients over mTLS and a raw TLS client.
 //! [`postgres::Postgres`] runs a private PostgreSQL cluster (initdb in a
 //! temporary directory, random port on 127.0.0.1) that tests can stop and
 //! start again. [`provisioning::Harness`] runs the provisioning sidecar in
@@ -14,6 +16,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod broker;
+pub mod mqtt;
 pub mod pki;
 pub mod postgres;
 pub mod provisioning;

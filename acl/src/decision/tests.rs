@@ -3,6 +3,7 @@
 //! reference matcher.
 
 use gatehouse_auth::Kind;
+use gatehouse_config::rule::RuleSyntaxError;
 use gatehouse_config::{AclSettings, Config, KindRules};
 
 use super::*;
@@ -568,7 +569,13 @@ fn bad_hand_built_rules_are_errors() {
     let mut settings = Config::defaults().acl;
     settings.bootstrap.receive = rules(&["ok/{cn}", "x/{nope}"]);
     let err = Acl::new(&settings).unwrap_err();
-    assert!(matches!(err, RuleError::UnknownPlaceholder { .. }));
+    assert!(matches!(
+        err,
+        RuleError::Syntax {
+            source: RuleSyntaxError::UnknownPlaceholder { .. },
+            ..
+        }
+    ));
     assert!(
         err.to_string().contains("acl.bootstrap.receive[1]"),
         "{err}"
@@ -576,7 +583,10 @@ fn bad_hand_built_rules_are_errors() {
     settings.bootstrap.receive = rules(&["a/#/b"]);
     assert!(matches!(
         Acl::new(&settings).unwrap_err(),
-        RuleError::MisplacedHash { .. }
+        RuleError::Syntax {
+            source: RuleSyntaxError::MisplacedHash,
+            ..
+        }
     ));
 }
 

@@ -1,0 +1,405 @@
+//! Admission of one connection: TLS handshake under a deadline, identity
+//! and revocation, the CONNECT packet (client-id policy, will ACL, protocol
+//! version), the router link and the CONNACK. What follows is
+//! [`crate::session`].
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use gatehouse_acl::{Action, Subject};
+use gatehouse_auth::{Identity, IdentityError};
+use rumqttd::protocol::{
+    ConnAck, ConnAckProperties, Connect, ConnectReturnCode, LastWill, Packet, QoS,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout_at};
+use tokio_rustls::server::TlsStream;
+
+use crate::server::Shared;
+use crate::session::Session;
+use crate::tls::HandshakeResult;
+use crate::wire::{self, Codec, ConnectPeek, Version};
+
+type Io = TlsStream<TcpStream>;
+
+/// Serves one accepted TCP connection until it closes.
+pub(crate) async fn serve(tcp: TcpStream, peer: std::net::SocketAddr, shared: Arc<Shared>) {
+    let _ = tcp.set_nodelay(true);
+    let started = Instant::now();
+    let deadline = started + shared.config.tls.handshake_timeout;
+    let acceptor = tokio_rustls::TlsAcceptor::from(shared.tls.current());
+    let io = match timeout_at(deadline, acceptor.accept(tcp)).await {
+        Err(_) => {
+            return refused(
+                &shared,
+                peer,
+                HandshakeResult::Timeout,
+                "no TLS handshake in time",
+            );
+        }
+        Ok(Err(e)) => {
+            let result = HandshakeResult::of_io_error(&e);
+            return refused(&shared, peer, result, &e.to_string());
+        }
+        Ok(Ok(io)) => io,
+    };
+    let Some(leaf) = io.get_ref().1.peer_certificates().and_then(|c| c.first()) else {
+        return refused(
+            &shared,
+            peer,
+            HandshakeResult::NoCert,
+            "no client certificate",
+        );
+    };
+    let identity = match shared.classifier.identify(leaf.as_ref()) {
+        Ok(id) => id,
+        Err(e @ (IdentityError::UnknownKind { .. } | IdentityError::AmbiguousKind { .. })) => {
+            return refused(&shared, peer, HandshakeResult::UnknownKind, &e.to_string());
+        }
+        Err(e) => return refused(&shared, peer, HandshakeResult::BadChain, &e.to_string()),
+    };
+    // Register before checking, so a revocation published in between still
+    // reaches this session.
+    let (registration, control) = shared.registry.register(identity.serial);
+    if let Err(e) = shared.revocation.check(&identity.serial) {
+        drop(registration);
+        return refused(
+            &shared,
+            peer,
+            HandshakeResult::Revoked,
+            &format!("{e} (CN {:?})", identity.cn),
+        );
+    }
+    shared
+        .metrics
+        .handshakes
+        .with_label_values(&[HandshakeResult::Ok.as_str()])
+        .inc();
+    shared
+        .metrics
+        .handshake_seconds
+        .observe(started.elapsed().as_secs_f64());
+
+    let mut conn = Conn {
+        io,
+        rbuf: BytesMut::with_capacity(4096),
+        wbuf: BytesMut::with_capacity(4096),
+        shared: shared.clone(),
+        peer,
+    };
+    let connect = match conn.read_connect(deadline).await {
+        Ok(c) => c,
+        Err(reason) => {
+            shared
+                .metrics
+                .protocol_errors
+                .with_label_values(&[reason])
+                .inc();
+            tracing::info!(%peer, cn = %identity.cn, reason, "connection closed before a valid CONNECT");
+            conn.close().await;
+            return;
+        }
+    };
+    let Some(session) = conn.admit(identity, connect).await else {
+        return;
+    };
+    session.run(control).await;
+    drop(registration);
+}
+
+fn refused(shared: &Shared, peer: std::net::SocketAddr, result: HandshakeResult, why: &str) {
+    shared
+        .metrics
+        .handshakes
+        .with_label_values(&[result.as_str()])
+        .inc();
+    if result == HandshakeResult::Failed {
+        tracing::debug!(%peer, result = result.as_str(), why, "TLS handshake failed");
+    } else {
+        tracing::warn!(%peer, result = result.as_str(), why, "client refused at handshake");
+    }
+}
+
+/// A TLS connection before and during its session.
+pub(crate) struct Conn {
+    pub(crate) io: Io,
+    pub(crate) rbuf: BytesMut,
+    pub(crate) wbuf: BytesMut,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) peer: std::net::SocketAddr,
+}
+
+struct ConnectPacket {
+    codec: Codec,
+    connect: Connect,
+    will: Option<LastWill>,
+    props: Option<rumqttd::protocol::ConnectProperties>,
+}
+
+impl Conn {
+    async fn read_more(&mut self, deadline: Instant) -> Result<(), &'static str> {
+        match timeout_at(deadline, self.io.read_buf(&mut self.rbuf)).await {
+            Err(_) => Err("connect_timeout"),
+            Ok(Ok(0)) | Ok(Err(_)) => Err("closed_before_connect"),
+            Ok(Ok(n)) => {
+                self.shared.metrics.bytes_in.inc_by(n as u64);
+                Ok(())
+            }
+        }
+    }
+
+    /// Reads the first packet, which must be a v3.1.1 or v5 CONNECT.
+    async fn read_connect(&mut self, deadline: Instant) -> Result<ConnectPacket, &'static str> {
+        let version = loop {
+            match wire::peek_connect(&self.rbuf) {
+                ConnectPeek::NeedMore => self.read_more(deadline).await?,
+                ConnectPeek::Version(v) => break v,
+                ConnectPeek::NotConnect => return Err("not_connect"),
+                ConnectPeek::Malformed => return Err("malformed"),
+                ConnectPeek::UnsupportedLevel(_) => {
+                    let ack = ConnAck {
+                        session_present: false,
+                        code: ConnectReturnCode::RefusedProtocolVersion,
+                    };
+                    let _ =
+                        Codec::new(Version::V4).write(Packet::ConnAck(ack, None), &mut self.wbuf);
+                    let _ = self.flush().await;
+                    return Err("unsupported_protocol");
+                }
+            }
+        };
+        let mut codec = Codec::new(version);
+        let max = self.shared.config.mqtt.max_packet_size;
+        loop {
+            match codec.read(&mut self.rbuf, max) {
+                Ok(Packet::Connect(connect, props, will, _will_props, _login)) => {
+                    return Ok(ConnectPacket {
+                        codec,
+                        connect,
+                        will,
+                        props,
+                    });
+                }
+                Ok(_) => return Err("not_connect"),
+                Err(rumqttd::protocol::Error::InsufficientBytes(_)) => {
+                    self.read_more(deadline).await?
+                }
+                Err(rumqttd::protocol::Error::PayloadSizeLimitExceeded(_)) => {
+                    return Err("packet_too_large");
+                }
+                Err(_) => return Err("malformed"),
+            }
+        }
+    }
+
+    pub(crate) async fn flush(&mut self) -> std::io::Result<()> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let n = self.wbuf.len();
+        self.io.write_all(&self.wbuf).await?;
+        self.io.flush().await?;
+        self.wbuf.clear();
+        self.shared.metrics.bytes_out.inc_by(n as u64);
+        Ok(())
+    }
+
+    /// Best-effort TLS close_notify, bounded in time.
+    pub(crate) async fn close(&mut self) {
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            let _ = self.flush().await;
+            let _ = self.io.shutdown().await;
+        })
+        .await;
+    }
+
+    async fn refuse_connect(
+        &mut self,
+        codec: &Codec,
+        v5: ConnectReturnCode,
+        v4: ConnectReturnCode,
+        reason: &'static str,
+    ) {
+        self.shared
+            .metrics
+            .connect_refused
+            .with_label_values(&[reason])
+            .inc();
+        let code = if codec.version() == Version::V5 {
+            v5
+        } else {
+            v4
+        };
+        let _ = codec.write(
+            Packet::ConnAck(
+                ConnAck {
+                    session_present: false,
+                    code,
+                },
+                None,
+            ),
+            &mut self.wbuf,
+        );
+        self.close().await;
+    }
+
+    /// CONNECT checks, router link, CONNACK.
+    async fn admit(mut self, identity: Identity, cp: ConnectPacket) -> Option<Session> {
+        let ConnectPacket {
+            codec,
+            mut connect,
+            will,
+            props,
+        } = cp;
+        let shared = self.shared.clone();
+        let v5 = codec.version() == Version::V5;
+        let client_id = connect.client_id.clone();
+        let bad_id = client_id.is_empty() || client_id.contains(['+', '#', '/', '$', '\0']);
+        let policy = shared.policy.check(identity.kind, &identity.cn, &client_id);
+        if bad_id || policy.is_err() {
+            let why = match policy {
+                Err(e) => e.to_string(),
+                Ok(()) => format!("client id {client_id:?} is empty or holds one of + # / $"),
+            };
+            tracing::warn!(peer = %self.peer, cn = %identity.cn, kind = %identity.kind, client_id = %client_id, why, "CONNECT refused: client id");
+            self.refuse_connect(
+                &codec,
+                ConnectReturnCode::ClientIdentifierNotValid,
+                ConnectReturnCode::ClientIdentifierNotValid,
+                "client_id",
+            )
+            .await;
+            return None;
+        }
+        let subject = Subject::new(identity.kind, &identity.cn, &client_id);
+        let mut will = will;
+        if let Some(w) = will.as_mut() {
+            let topic = String::from_utf8_lossy(&w.topic).into_owned();
+            let decision = shared.acl.decide_bytes(&subject, Action::Publish, &w.topic);
+            if !decision.is_allowed() {
+                shared
+                    .metrics
+                    .acl_denials
+                    .with_label_values(&[identity.kind.as_str(), "publish"])
+                    .inc();
+                tracing::warn!(client_id = %client_id, "CONNECT refused: will topic: {}", shared.acl.explain_decision(&subject, Action::Publish, &topic, decision));
+                self.refuse_connect(
+                    &codec,
+                    ConnectReturnCode::NotAuthorized,
+                    ConnectReturnCode::NotAuthorized,
+                    "will_acl",
+                )
+                .await;
+                return None;
+            }
+            if w.qos == QoS::ExactlyOnce {
+                if v5 {
+                    self.refuse_connect(
+                        &codec,
+                        ConnectReturnCode::QoSNotSupported,
+                        ConnectReturnCode::QoSNotSupported,
+                        "will_qos2",
+                    )
+                    .await;
+                    return None;
+                }
+                w.qos = QoS::AtLeastOnce;
+            }
+        }
+        if props
+            .as_ref()
+            .and_then(|p| p.authentication_method.as_ref())
+            .is_some()
+        {
+            self.refuse_connect(
+                &codec,
+                ConnectReturnCode::BadAuthenticationMethod,
+                ConnectReturnCode::NotAuthorized,
+                "auth_method",
+            )
+            .await;
+            return None;
+        }
+        let client_max_packet = props
+            .as_ref()
+            .and_then(|p| p.max_packet_size)
+            .map(|m| m as usize);
+        let max_keepalive = shared.config.mqtt.max_keepalive.as_secs() as u16;
+        let asked = connect.keep_alive;
+        if asked == 0 || asked > max_keepalive {
+            connect.keep_alive = max_keepalive;
+        }
+        let clean = connect.clean_session;
+        let router = shared.clone();
+        let id = client_id.clone();
+        let linked = tokio::task::spawn_blocking(move || router.router.link(&id, clean)).await;
+        let failure = match linked {
+            Ok(Ok(l)) => Ok(l),
+            Ok(Err(e)) => Err(format!("router refused the session: {e}")),
+            Err(e) => Err(format!("router link task failed: {e}")),
+        };
+        let (link_tx, link_rx, notification) = match failure {
+            Ok(l) => l,
+            Err(why) => {
+                tracing::error!(client_id = %client_id, "{why}");
+                self.refuse_connect(
+                    &codec,
+                    ConnectReturnCode::ServerBusy,
+                    ConnectReturnCode::ServiceUnavailable,
+                    "router",
+                )
+                .await;
+                return None;
+            }
+        };
+        let session_present = match Option::<Packet>::from(notification) {
+            Some(Packet::ConnAck(ack, _)) => ack.session_present,
+            _ => false,
+        };
+        let props = v5.then(|| ConnAckProperties {
+            max_qos: Some(1),
+            retain_available: Some(1),
+            max_packet_size: Some(shared.config.mqtt.max_packet_size as u32),
+            wildcard_subscription_available: Some(1),
+            shared_subscription_available: Some(0),
+            subscription_identifiers_available: Some(1),
+            server_keep_alive: (connect.keep_alive != asked).then_some(connect.keep_alive),
+            ..Default::default()
+        });
+        let ack = ConnAck {
+            session_present,
+            code: ConnectReturnCode::Success,
+        };
+        let _ = codec.write(Packet::ConnAck(ack, props), &mut self.wbuf);
+        let kind = identity.kind;
+        let metrics = &shared.metrics;
+        let session = Session {
+            deny_publish: metrics
+                .acl_denials
+                .with_label_values(&[kind.as_str(), "publish"]),
+            deny_subscribe: metrics
+                .acl_denials
+                .with_label_values(&[kind.as_str(), "subscribe"]),
+            deny_receive: metrics
+                .acl_denials
+                .with_label_values(&[kind.as_str(), "receive"]),
+            conn: self,
+            codec,
+            identity,
+            client_id,
+            keepalive: Duration::from_secs(u64::from(connect.keep_alive)).mul_f32(1.5),
+            will,
+            link_tx,
+            link_rx,
+            to_router: Vec::new(),
+            outgoing_acks: VecDeque::new(),
+            pending_subacks: HashMap::new(),
+            violations: 0,
+            client_max_packet,
+        };
+        Some(session)
+    }
+}

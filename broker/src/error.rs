@@ -1,0 +1,61 @@
+//! The broker's error type: everything that can stop `gatehouse serve` from
+//! starting. Per-connection problems are not errors of the broker: they are
+//! logged, counted and end only that connection.
+
+use std::path::PathBuf;
+
+/// Why the broker could not start (or had to stop).
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error(transparent)]
+    Config(#[from] gatehouse_config::ConfigError),
+
+    #[error(
+        "cannot read {what} {path}: {source} (check [tls] in the config, or delete the data directory to regenerate the dev PKI)"
+    )]
+    ReadFile {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("{what} {path} is unusable: {reason}")]
+    BadFile {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+
+    #[error(transparent)]
+    Identity(#[from] gatehouse_auth::IdentityError),
+
+    #[error(transparent)]
+    Crl(#[from] gatehouse_auth::CrlError),
+
+    #[error(transparent)]
+    Acl(#[from] gatehouse_acl::RuleError),
+
+    #[error("dev PKI generation failed: {0}")]
+    DevPki(#[from] gatehouse_auth::CaError),
+
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error(
+        "cannot listen on {addr} ({what}): {source}; is another broker running? change [listeners] {what}"
+    )]
+    Bind {
+        what: &'static str,
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+
+    #[error("metrics setup failed: {0}")]
+    Metrics(#[from] prometheus::Error),
+}

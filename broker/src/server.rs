@@ -1,0 +1,240 @@
+//! The server: shared state, the accept loop (bounded by a semaphore, one
+//! task per connection), the revocation listener and graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_acl::{Acl, ClientIdPolicy};
+use gatehouse_auth::{
+    Classifier, CrlVerifier, CrlWatcher, RevocationHandle, RevocationSet, WatchOptions,
+};
+use gatehouse_config::Config;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, broadcast, mpsc};
+
+use crate::error::BrokerError;
+use crate::metrics::Metrics;
+use crate::presence::PresenceSink;
+use crate::registry::{Control, Registry};
+use crate::router::RouterHandle;
+use crate::tls::TlsStore;
+
+/// Everything a connection needs, shared read-only (or lock-free).
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) acl: Acl,
+    pub(crate) policy: ClientIdPolicy,
+    pub(crate) classifier: Classifier,
+    pub(crate) revocation: RevocationHandle,
+    pub(crate) tls: Arc<TlsStore>,
+    pub(crate) router: RouterHandle,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) presence: Arc<dyn PresenceSink>,
+}
+
+/// The sockets `gatehouse serve` listens on.
+#[derive(Debug)]
+pub struct Listeners {
+    pub mqtt: TcpListener,
+    pub metrics: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the addresses of `[listeners]`.
+    pub async fn bind(config: &Config) -> Result<Listeners, BrokerError> {
+        let bind = |what: &'static str, addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| BrokerError::Bind { what, addr, source })
+        };
+        let mqtt = bind("mqtt", config.listeners.mqtt).await?;
+        let metrics = match config.listeners.metrics {
+            Some(addr) => Some(bind("metrics", addr).await?),
+            None => None,
+        };
+        Ok(Listeners { mqtt, metrics })
+    }
+}
+
+/// Runs the broker on already-bound listeners until `shutdown` resolves,
+/// then disconnects every session (MQTT 5: reason 0x8B) and returns once
+/// they have drained or `listeners.drain_timeout` has passed.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    presence: Arc<dyn PresenceSink>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), BrokerError> {
+    let metrics = Arc::new(Metrics::new()?);
+    let tls = Arc::new(TlsStore::load(
+        &config.tls.ca,
+        &config.tls.cert,
+        &config.tls.key,
+    )?);
+    let (revocation, watcher) = match &config.tls.crl {
+        Some(path) => {
+            let verifier = CrlVerifier::from_ca_file(&config.tls.ca)?;
+            let watcher = CrlWatcher::start(
+                path.clone(),
+                verifier,
+                WatchOptions::from_settings(&config.tls),
+            )?;
+            (watcher.handle(), Some(watcher))
+        }
+        None => {
+            tracing::warn!(
+                "[tls] crl is empty: revocation checks are DISABLED; revoked certificates are accepted"
+            );
+            (RevocationHandle::fixed(RevocationSet::empty()), None)
+        }
+    };
+    let shared = Arc::new(Shared {
+        acl: Acl::new(&config.acl)?,
+        policy: ClientIdPolicy::new(&config.identity),
+        classifier: Classifier::from_settings(&config.identity)?,
+        revocation: revocation.clone(),
+        tls: tls.clone(),
+        router: RouterHandle::start(config.listeners.max_connections),
+        metrics: metrics.clone(),
+        registry: Arc::new(Registry::default()),
+        presence,
+        config,
+    });
+
+    let mut background = tokio::task::JoinSet::new();
+    {
+        let metrics = metrics.clone();
+        background.spawn(
+            tls.watch(
+                shared
+                    .config
+                    .tls
+                    .crl_poll_interval
+                    .max(Duration::from_millis(250)),
+                move |ok| {
+                    metrics
+                        .tls_reloads
+                        .with_label_values(&[if ok { "ok" } else { "failed" }])
+                        .inc();
+                },
+            ),
+        );
+    }
+    background.spawn(revocation_kicks(
+        revocation.clone(),
+        shared.registry.clone(),
+    ));
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(listener) = listeners.metrics {
+        tracing::info!(addr = %listener.local_addr().map_err(|source| BrokerError::Bind { what: "metrics", addr: shared.config.listeners.metrics.unwrap_or(shared.config.listeners.mqtt), source })?, "metrics listening (/metrics, /healthz)");
+        background.spawn(crate::metrics::serve(
+            listener,
+            metrics.clone(),
+            watcher.as_ref().map(|w| w.handle()),
+            async {
+                let _ = metrics_stopped.await;
+            },
+        ));
+    }
+
+    let local = listeners.mqtt.local_addr().ok();
+    tracing::info!(addr = ?local, max_connections = shared.config.listeners.max_connections, "MQTT over mTLS listening");
+    // Every connection task holds a clone; `recv` returns None once all are gone.
+    let (alive, mut drained) = mpsc::channel::<()>(1);
+    let limit = Arc::new(Semaphore::new(shared.config.listeners.max_connections));
+    {
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listeners.mqtt.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off.
+                        tracing::error!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let Ok(permit) = limit.clone().try_acquire_owned() else {
+                metrics.connection_limit_hits.inc();
+                tracing::warn!(%peer, max = shared.config.listeners.max_connections, "connection limit reached; connection closed (listeners.max_connections)");
+                drop(tcp);
+                continue;
+            };
+            let shared = shared.clone();
+            let alive = alive.clone();
+            tokio::spawn(async move {
+                shared.metrics.connections_open.inc();
+                crate::admission::serve(tcp, peer, shared.clone()).await;
+                shared.metrics.connections_open.dec();
+                drop(permit);
+                drop(alive);
+            });
+        }
+    }
+
+    // Graceful shutdown: stop accepting, tell every session, wait for them.
+    drop(listeners.mqtt);
+    drop(alive);
+    let told = shared.registry.signal_all(Control::Shutdown);
+    tracing::info!(sessions = told, "shutting down: disconnecting sessions");
+    let deadline = shared.config.listeners.drain_timeout;
+    if tokio::time::timeout(deadline, drained.recv())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?deadline,
+            "sessions still open after listeners.drain_timeout; exiting anyway"
+        );
+    } else {
+        tracing::info!("all sessions drained");
+    }
+    let _ = stop_metrics.send(());
+    background.abort_all();
+    if let Some(w) = watcher {
+        w.stop();
+    }
+    Ok(())
+}
+
+/// Disconnects open sessions whose certificate becomes revoked.
+async fn revocation_kicks(revocation: RevocationHandle, registry: Arc<Registry>) {
+    let mut updates = revocation.subscribe();
+    loop {
+        match updates.recv().await {
+            Ok(update) => {
+                if update.newly_revoked.is_empty() {
+                    continue;
+                }
+                let n = registry.signal(update.newly_revoked.iter(), Control::Revoked);
+                tracing::info!(
+                    newly_revoked = update.newly_revoked.len(),
+                    sessions = n,
+                    "CRL update applied to open sessions"
+                );
+            }
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                let set = revocation.current();
+                let hit: Vec<_> = registry
+                    .serials()
+                    .into_iter()
+                    .filter(|s| set.contains(s))
+                    .collect();
+                let n = registry.signal(hit.iter(), Control::Revoked);
+                tracing::warn!(
+                    missed,
+                    sessions = n,
+                    "missed CRL updates; rescanned every open session"
+                );
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}

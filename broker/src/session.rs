@@ -1,0 +1,626 @@
+//! An admitted MQTT session: the packet pump between the client and the
+//! router link, with the ACL on every PUBLISH, SUBSCRIBE and delivered
+//! message, in-order acks towards the router, keepalive, kicks and the end
+//! of the session (will, DISCONNECT, presence).
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use gatehouse_acl::{Action, Decision, Subject};
+use gatehouse_auth::Identity;
+use prometheus::IntCounter;
+use rumqttd::Notification;
+use rumqttd::local::{LinkRx, LinkTx};
+use rumqttd::protocol::{
+    Disconnect, DisconnectReasonCode, LastWill, Packet, PingResp, PubAck, PubAckReason, Publish,
+    QoS, SubAck, SubscribeReasonCode, UnsubAck, UnsubAckReason,
+};
+use time::OffsetDateTime;
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::admission::Conn;
+use crate::presence::{DisconnectReason, PresenceEvent};
+use crate::registry::Control;
+use crate::server::Shared;
+
+/// Most router notifications handled per wake-up before writing.
+const NOTIFICATION_BATCH: usize = 256;
+use crate::wire::{self, Codec, Version};
+
+/// An admitted MQTT session.
+pub(crate) struct Session {
+    pub(crate) conn: Conn,
+    pub(crate) codec: Codec,
+    pub(crate) identity: Identity,
+    pub(crate) client_id: String,
+    /// 1.5 x the keepalive in force.
+    pub(crate) keepalive: Duration,
+    pub(crate) will: Option<LastWill>,
+    pub(crate) link_tx: LinkTx,
+    pub(crate) link_rx: LinkRx,
+    /// Packets for the router, sent in one batch.
+    pub(crate) to_router: Vec<Packet>,
+    /// Router packet ids of QoS 1 deliveries, in the order the router sent
+    /// them; `true` once the client acked (or the ACL dropped it). The
+    /// router needs acks in order.
+    pub(crate) outgoing_acks: VecDeque<(u16, bool)>,
+    /// SUBSCRIBEs partly refused by the ACL: the codes we decided, `None`
+    /// where the router's code goes.
+    pub(crate) pending_subacks: HashMap<u16, Vec<Option<SubscribeReasonCode>>>,
+    pub(crate) violations: usize,
+    pub(crate) client_max_packet: Option<usize>,
+    pub(crate) deny_publish: IntCounter,
+    pub(crate) deny_subscribe: IntCounter,
+    pub(crate) deny_receive: IntCounter,
+}
+
+/// How a session ends.
+struct End {
+    reason: DisconnectReason,
+    /// v5 DISCONNECT reason code to send first.
+    send: Option<DisconnectReasonCode>,
+    will: bool,
+    /// The router already dropped the session.
+    router_gone: bool,
+}
+
+impl End {
+    fn new(reason: DisconnectReason, send: Option<DisconnectReasonCode>, will: bool) -> End {
+        End {
+            reason,
+            send,
+            will,
+            router_gone: false,
+        }
+    }
+}
+
+/// Polls a future once: its value if ready now.
+pub(crate) fn now_or_never<F: Future>(f: F) -> Option<F::Output> {
+    let mut f = pin!(f);
+    let mut cx = Context::from_waker(Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        Poll::Ready(v) => Some(v),
+        Poll::Pending => None,
+    }
+}
+
+impl Session {
+    fn shared(&self) -> &Shared {
+        &self.conn.shared
+    }
+
+    fn presence(&self, reason: Option<DisconnectReason>) -> PresenceEvent {
+        PresenceEvent {
+            gateway: self.identity.gateway_code().map(str::to_owned),
+            cn: self.identity.cn.clone(),
+            client_id: self.client_id.clone(),
+            kind: self.identity.kind,
+            serial: self.identity.serial,
+            at: OffsetDateTime::now_utc(),
+            reason,
+        }
+    }
+
+    pub(crate) async fn run(mut self, mut control: mpsc::Receiver<Control>) {
+        let kind = self.identity.kind.as_str();
+        let shared = self.conn.shared.clone();
+        let active = shared.metrics.sessions_active.with_label_values(&[kind]);
+        active.inc();
+        shared.presence.on_connect(&self.presence(None));
+        let end = match self.flush(&mut control).await {
+            Ok(()) => self.pump(&mut control).await,
+            Err(end) => end,
+        };
+        self.finish(end).await;
+        active.dec();
+    }
+
+    async fn pump(&mut self, control: &mut mpsc::Receiver<Control>) -> End {
+        let mut last_rx = Instant::now();
+        loop {
+            let keepalive_at = last_rx + self.keepalive;
+            tokio::select! {
+                biased;
+                c = control.recv() => {
+                    if let Some(end) = control_end(c) {
+                        return end;
+                    }
+                }
+                r = self.conn.io.read_buf(&mut self.conn.rbuf) => {
+                    match r {
+                        Ok(0) => return End::new(DisconnectReason::ConnectionLost, None, true),
+                        Err(e) => {
+                            tracing::debug!(client_id = %self.client_id, error = %e, "read failed");
+                            return End::new(DisconnectReason::ConnectionLost, None, true);
+                        }
+                        Ok(n) => {
+                            self.shared().metrics.bytes_in.inc_by(n as u64);
+                            last_rx = Instant::now();
+                            if let Err(end) = self.incoming().await {
+                                let _ = self.send_to_router().await;
+                                return end;
+                            }
+                        }
+                    }
+                }
+                n = self.link_rx.next() => {
+                    let mut next = Some(n);
+                    let mut handled = 0;
+                    while let Some(n) = next.take() {
+                        match n {
+                            Ok(Some(notification)) => {
+                                if let Err(end) = self.notification(notification).await {
+                                    return end;
+                                }
+                            }
+                            Ok(None) => {}
+                            Err(_) => {
+                                return End { router_gone: true, ..End::new(DisconnectReason::TakenOver, Some(DisconnectReasonCode::SessionTakenOver), false) };
+                            }
+                        }
+                        handled += 1;
+                        if handled < NOTIFICATION_BATCH {
+                            next = now_or_never(self.link_rx.next());
+                        }
+                    }
+                    if let Err(end) = self.send_to_router().await {
+                        return end;
+                    }
+                }
+                _ = tokio::time::sleep_until(keepalive_at) => {
+                    return End::new(DisconnectReason::KeepaliveTimeout, Some(DisconnectReasonCode::KeepAliveTimeout), true);
+                }
+            }
+            if let Err(end) = self.flush(control).await {
+                return end;
+            }
+        }
+    }
+
+    /// Writes what is buffered; a control signal (revocation, shutdown)
+    /// interrupts a write stuck on a client that does not read.
+    async fn flush(&mut self, control: &mut mpsc::Receiver<Control>) -> Result<(), End> {
+        if self.conn.wbuf.is_empty() {
+            return Ok(());
+        }
+        tokio::select! {
+            r = self.conn.flush() => r.map_err(|_| End::new(DisconnectReason::ConnectionLost, None, true)),
+            c = control.recv() => {
+                match control_end(c) {
+                    Some(mut end) => {
+                        // Mid-write: a DISCONNECT cannot follow a partial frame.
+                        end.send = None;
+                        self.conn.wbuf.clear();
+                        Err(end)
+                    }
+                    None => Box::pin(self.conn.flush()).await.map_err(|_| End::new(DisconnectReason::ConnectionLost, None, true)),
+                }
+            }
+        }
+    }
+
+    async fn send_to_router(&mut self) -> Result<(), End> {
+        let Some(last) = self.to_router.pop() else {
+            return Ok(());
+        };
+        {
+            let mut buffer = self.link_tx.buffer();
+            buffer.extend(self.to_router.drain(..));
+        }
+        self.link_tx.send(last).await.map(|_| ()).map_err(|_| End {
+            router_gone: true,
+            ..End::new(
+                DisconnectReason::TakenOver,
+                Some(DisconnectReasonCode::SessionTakenOver),
+                false,
+            )
+        })
+    }
+
+    fn write(&mut self, packet: Packet) {
+        if let Err(e) = self.codec.write(packet, &mut self.conn.wbuf) {
+            tracing::error!(client_id = %self.client_id, error = ?e, "cannot encode packet");
+        }
+    }
+
+    fn v5(&self) -> bool {
+        self.codec.version() == Version::V5
+    }
+
+    /// Decodes and handles every complete packet in the read buffer.
+    async fn incoming(&mut self) -> Result<(), End> {
+        let max = self.shared().config.mqtt.max_packet_size;
+        loop {
+            let (qos, pkid) = match wire::frame_len(&self.conn.rbuf) {
+                Some(len) => wire::publish_qos_pkid(&self.conn.rbuf[..len]).unwrap_or((0, 0)),
+                None => (0, 0),
+            };
+            let packet = match self.codec.read(&mut self.conn.rbuf, max) {
+                Ok(p) => p,
+                Err(rumqttd::protocol::Error::InsufficientBytes(_)) => break,
+                Err(rumqttd::protocol::Error::PayloadSizeLimitExceeded(size)) => {
+                    self.shared()
+                        .metrics
+                        .protocol_errors
+                        .with_label_values(&["packet_too_large"])
+                        .inc();
+                    tracing::warn!(client_id = %self.client_id, size, max, "packet too large; closing the connection (mqtt.max_packet_size)");
+                    return Err(End::new(
+                        DisconnectReason::ProtocolError,
+                        Some(DisconnectReasonCode::PacketTooLarge),
+                        true,
+                    ));
+                }
+                Err(e) => {
+                    self.shared()
+                        .metrics
+                        .protocol_errors
+                        .with_label_values(&["malformed"])
+                        .inc();
+                    tracing::warn!(client_id = %self.client_id, error = %e, "malformed packet; closing the connection");
+                    return Err(End::new(
+                        DisconnectReason::ProtocolError,
+                        Some(DisconnectReasonCode::MalformedPacket),
+                        true,
+                    ));
+                }
+            };
+            self.packet(packet, qos, pkid)?;
+        }
+        self.send_to_router().await
+    }
+
+    fn protocol_error(&self, what: &'static str, code: DisconnectReasonCode) -> End {
+        self.shared()
+            .metrics
+            .protocol_errors
+            .with_label_values(&[what])
+            .inc();
+        tracing::warn!(client_id = %self.client_id, what, "protocol error; closing the connection");
+        End::new(DisconnectReason::ProtocolError, Some(code), true)
+    }
+
+    fn packet(&mut self, packet: Packet, qos: u8, pkid: u16) -> Result<(), End> {
+        match packet {
+            Packet::Publish(publish, props) => self.publish(publish, props, qos, pkid),
+            Packet::Subscribe(mut subscribe, props) => {
+                let shared = self.conn.shared.clone();
+                let subject = Subject::new(self.identity.kind, &self.identity.cn, &self.client_id);
+                let mut codes = Vec::with_capacity(subscribe.filters.len());
+                let mut allowed = Vec::with_capacity(subscribe.filters.len());
+                for mut f in subscribe.filters.drain(..) {
+                    let decision = shared.acl.decide(&subject, Action::Subscribe, &f.path);
+                    if decision.is_allowed() {
+                        if f.qos == QoS::ExactlyOnce {
+                            f.qos = QoS::AtLeastOnce;
+                        }
+                        codes.push(None);
+                        allowed.push(f);
+                    } else {
+                        self.deny_subscribe.inc();
+                        tracing::warn!(client_id = %self.client_id, "{}", shared.acl.explain_decision(&subject, Action::Subscribe, &f.path, decision));
+                        codes.push(Some(if self.codec.version() == Version::V5 {
+                            SubscribeReasonCode::NotAuthorized
+                        } else {
+                            SubscribeReasonCode::Failure
+                        }));
+                    }
+                }
+                if allowed.is_empty() {
+                    let return_codes = codes.into_iter().flatten().collect();
+                    self.write(Packet::SubAck(
+                        SubAck {
+                            pkid: subscribe.pkid,
+                            return_codes,
+                        },
+                        None,
+                    ));
+                } else {
+                    if codes.iter().any(Option::is_some) {
+                        self.pending_subacks.insert(subscribe.pkid, codes);
+                    }
+                    subscribe.filters = allowed;
+                    self.to_router.push(Packet::Subscribe(subscribe, props));
+                }
+                Ok(())
+            }
+            Packet::Unsubscribe(unsubscribe, props) => {
+                // rumqttd acks only filters that existed, one UNSUBACK each:
+                // answer here, once, and drop the router's acks.
+                let reasons = vec![UnsubAckReason::Success; unsubscribe.filters.len()];
+                self.write(Packet::UnsubAck(
+                    UnsubAck {
+                        pkid: unsubscribe.pkid,
+                        reasons,
+                    },
+                    None,
+                ));
+                self.to_router.push(Packet::Unsubscribe(unsubscribe, props));
+                Ok(())
+            }
+            Packet::PubAck(ack, _) => {
+                if let Some(entry) = self
+                    .outgoing_acks
+                    .iter_mut()
+                    .find(|(p, done)| *p == ack.pkid && !done)
+                {
+                    entry.1 = true;
+                } else {
+                    tracing::debug!(client_id = %self.client_id, pkid = ack.pkid, "PUBACK for no message in flight; ignored");
+                }
+                self.release_acks();
+                Ok(())
+            }
+            Packet::PingReq(_) => {
+                self.write(Packet::PingResp(PingResp));
+                Ok(())
+            }
+            Packet::Disconnect(d, _) => {
+                let will = d.reason_code == DisconnectReasonCode::DisconnectWithWillMessage;
+                Err(End::new(DisconnectReason::ClientDisconnect, None, will))
+            }
+            Packet::PubRec(..) | Packet::PubRel(..) | Packet::PubComp(..) => {
+                Err(self
+                    .protocol_error("qos2_not_supported", DisconnectReasonCode::QoSNotSupported))
+            }
+            Packet::Connect(..) => {
+                Err(self.protocol_error("second_connect", DisconnectReasonCode::ProtocolError))
+            }
+            _ => Err(self.protocol_error("unexpected_packet", DisconnectReasonCode::ProtocolError)),
+        }
+    }
+
+    fn publish(
+        &mut self,
+        publish: Publish,
+        props: Option<rumqttd::protocol::PublishProperties>,
+        qos: u8,
+        pkid: u16,
+    ) -> Result<(), End> {
+        if qos == 2 {
+            return Err(
+                self.protocol_error("qos2_not_supported", DisconnectReasonCode::QoSNotSupported)
+            );
+        }
+        if props.as_ref().is_some_and(|p| p.topic_alias.is_some()) {
+            return Err(self.protocol_error("topic_alias", DisconnectReasonCode::TopicAliasInvalid));
+        }
+        let shared = self.conn.shared.clone();
+        let subject = Subject::new(self.identity.kind, &self.identity.cn, &self.client_id);
+        let decision: Decision = shared
+            .acl
+            .decide_bytes(&subject, Action::Publish, &publish.topic);
+        if decision.is_allowed() {
+            shared.metrics.messages_in.inc();
+            self.to_router.push(Packet::Publish(publish, props));
+            return Ok(());
+        }
+        self.deny_publish.inc();
+        self.violations += 1;
+        let topic = String::from_utf8_lossy(&publish.topic);
+        tracing::warn!(
+            client_id = %self.client_id,
+            violations = self.violations,
+            "{}",
+            shared.acl.explain_decision(&subject, Action::Publish, &topic, decision)
+        );
+        if qos == 1 {
+            let reason = if self.v5() {
+                PubAckReason::NotAuthorized
+            } else {
+                PubAckReason::Success
+            };
+            self.write(Packet::PubAck(PubAck { pkid, reason }, None));
+        }
+        if self.violations >= shared.config.mqtt.acl_violations_before_disconnect {
+            tracing::warn!(client_id = %self.client_id, violations = self.violations, "too many denied publishes; disconnecting (mqtt.acl_violations_before_disconnect)");
+            return Err(End::new(
+                DisconnectReason::AclViolations,
+                Some(DisconnectReasonCode::NotAuthorized),
+                true,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Hands the router every ack it can take in order.
+    fn release_acks(&mut self) {
+        while let Some(&(pkid, true)) = self.outgoing_acks.front() {
+            self.outgoing_acks.pop_front();
+            self.to_router.push(Packet::PubAck(
+                PubAck {
+                    pkid,
+                    reason: PubAckReason::Success,
+                },
+                None,
+            ));
+        }
+    }
+
+    async fn notification(&mut self, notification: Notification) -> Result<(), End> {
+        if let Notification::Unschedule = notification {
+            // As rumqttd's own remote link: tell the router we can take more.
+            return self.link_rx.wake().await.map_err(|_| End {
+                router_gone: true,
+                ..End::new(
+                    DisconnectReason::TakenOver,
+                    Some(DisconnectReasonCode::SessionTakenOver),
+                    false,
+                )
+            });
+        }
+        match Option::<Packet>::from(notification) {
+            Some(Packet::Publish(publish, props)) => self.deliver(publish, props),
+            Some(Packet::SubAck(mut ack, props)) => {
+                if let Some(codes) = self.pending_subacks.remove(&ack.pkid) {
+                    let mut router_codes = ack.return_codes.into_iter();
+                    ack.return_codes = codes
+                        .into_iter()
+                        .map(|c| {
+                            c.or_else(|| router_codes.next())
+                                .unwrap_or(SubscribeReasonCode::Failure)
+                        })
+                        .collect();
+                }
+                self.write(Packet::SubAck(ack, props));
+            }
+            Some(Packet::UnsubAck(..))
+            | Some(Packet::PingResp(..))
+            | Some(Packet::ConnAck(..))
+            | None => {}
+            Some(Packet::Disconnect(d, _)) => {
+                // The router dropped the session itself.
+                return Err(End {
+                    router_gone: true,
+                    ..End::new(DisconnectReason::ProtocolError, Some(d.reason_code), true)
+                });
+            }
+            Some(other) => self.write(other),
+        }
+        Ok(())
+    }
+
+    /// A message the router routes to this client: receive rule, then out.
+    fn deliver(&mut self, publish: Publish, props: Option<rumqttd::protocol::PublishProperties>) {
+        let shared = self.conn.shared.clone();
+        let subject = Subject::new(self.identity.kind, &self.identity.cn, &self.client_id);
+        let decision = shared
+            .acl
+            .decide_bytes(&subject, Action::Receive, &publish.topic);
+        let start = self.conn.wbuf.len();
+        if decision.is_allowed() {
+            self.write(Packet::Publish(publish, props));
+            let frame = &self.conn.wbuf[start..];
+            let too_big = self.client_max_packet.is_some_and(|max| frame.len() > max);
+            if let Some((qos, pkid)) = wire::publish_qos_pkid(frame) {
+                if too_big {
+                    self.conn.wbuf.truncate(start);
+                }
+                if qos > 0 {
+                    self.outgoing_acks.push_back((pkid, too_big));
+                }
+                if !too_big {
+                    shared.metrics.messages_out.inc();
+                }
+            }
+            self.release_acks();
+            return;
+        }
+        self.deny_receive.inc();
+        let topic = String::from_utf8_lossy(&publish.topic).into_owned();
+        tracing::warn!(client_id = %self.client_id, "{}", shared.acl.explain_decision(&subject, Action::Receive, &topic, decision));
+        let mut scratch = BytesMut::new();
+        if self
+            .codec
+            .write(Packet::Publish(publish, None), &mut scratch)
+            .is_ok()
+        {
+            if let Some((qos, pkid)) = wire::publish_qos_pkid(&scratch) {
+                if qos > 0 {
+                    self.outgoing_acks.push_back((pkid, true));
+                }
+            }
+        }
+        self.release_acks();
+    }
+
+    async fn finish(mut self, end: End) {
+        let shared = self.conn.shared.clone();
+        if let (Some(code), true) = (end.send, self.v5()) {
+            // Encoded here: rumqttd's v5 DISCONNECT writer emits a bare
+            // `E0 00` (normal disconnection) for any reason code.
+            self.conn
+                .wbuf
+                .extend_from_slice(&[0xE0, 0x02, reason_byte(code), 0x00]);
+        }
+        if !end.router_gone {
+            if end.will {
+                if let Some(will) = self.will.take() {
+                    self.to_router
+                        .push(Packet::Publish(will_publish(&will), None));
+                }
+            }
+            self.to_router.push(Packet::Disconnect(
+                Disconnect {
+                    reason_code: DisconnectReasonCode::NormalDisconnection,
+                },
+                None,
+            ));
+            let _ = self.send_to_router().await;
+        }
+        if end.reason == DisconnectReason::Revoked {
+            shared.metrics.revocation_kicks.inc();
+            tracing::warn!(client_id = %self.client_id, cn = %self.identity.cn, serial = %self.identity.serial, "certificate revoked: session disconnected");
+        }
+        self.conn.close().await;
+        shared
+            .presence
+            .on_disconnect(&self.presence(Some(end.reason)));
+    }
+}
+
+/// MQTT 5 value of a DISCONNECT reason code (rumqttd's enum is not
+/// numbered by the spec).
+fn reason_byte(code: DisconnectReasonCode) -> u8 {
+    use DisconnectReasonCode as R;
+    match code {
+        R::NormalDisconnection => 0x00,
+        R::MalformedPacket => 0x81,
+        R::ProtocolError => 0x82,
+        R::ImplementationSpecificError => 0x83,
+        R::NotAuthorized => 0x87,
+        R::ServerBusy => 0x89,
+        R::ServerShuttingDown => 0x8B,
+        R::KeepAliveTimeout => 0x8D,
+        R::SessionTakenOver => 0x8E,
+        R::TopicFilterInvalid => 0x8F,
+        R::TopicNameInvalid => 0x90,
+        R::ReceiveMaximumExceeded => 0x93,
+        R::TopicAliasInvalid => 0x94,
+        R::PacketTooLarge => 0x95,
+        R::MessageRateTooHigh => 0x96,
+        R::QuotaExceeded => 0x97,
+        R::AdministrativeAction => 0x98,
+        R::PayloadFormatInvalid => 0x99,
+        R::RetainNotSupported => 0x9A,
+        R::QoSNotSupported => 0x9B,
+        R::SharedSubscriptionNotSupported => 0x9E,
+        R::SubscriptionIdentifiersNotSupported => 0xA1,
+        R::WildcardSubscriptionsNotSupported => 0xA2,
+        _ => 0x80,
+    }
+}
+
+fn control_end(c: Option<Control>) -> Option<End> {
+    match c? {
+        Control::Revoked => Some(End::new(
+            DisconnectReason::Revoked,
+            Some(DisconnectReasonCode::NotAuthorized),
+            false,
+        )),
+        Control::Shutdown => Some(End::new(
+            DisconnectReason::Shutdown,
+            Some(DisconnectReasonCode::ServerShuttingDown),
+            false,
+        )),
+    }
+}
+
+/// The will as a PUBLISH (rumqttd keeps QoS fields crate-private, so it is
+/// built from rumqttd's own serialised form).
+fn will_publish(will: &LastWill) -> Publish {
+    let mut b = BytesMut::with_capacity(5 + will.topic.len() + will.message.len());
+    b.put_u8(0x30 | ((will.qos as u8) << 1) | u8::from(will.retain));
+    b.put_u16(if will.qos == QoS::AtMostOnce { 0 } else { 1 });
+    b.put_u16(will.topic.len() as u16);
+    b.extend_from_slice(&will.topic);
+    b.extend_from_slice(&will.message);
+    Publish::deserialize(Bytes::from(b))
+}

@@ -1,0 +1,69 @@
+//! `[mqtt]`: protocol limits the embedded broker enforces on every session.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::ConfigError;
+use crate::load::Validator;
+
+pub(crate) const MAX_PACKET_SIZE: usize = 1024 * 1024;
+pub(crate) const MAX_KEEPALIVE: &str = "20m";
+pub(crate) const ACL_VIOLATIONS_BEFORE_DISCONNECT: usize = 10;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMqtt {
+    pub max_packet_size: Option<i64>,
+    pub max_keepalive: Option<String>,
+    pub acl_violations_before_disconnect: Option<i64>,
+}
+
+/// `[mqtt]`: per-session protocol limits of the embedded broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttSettings {
+    /// Largest packet accepted from a client, in bytes (remaining length);
+    /// a larger one closes that connection (MQTT 5: DISCONNECT 0x95).
+    pub max_packet_size: usize,
+    /// Largest keepalive a client may ask for; a keepalive of 0 (none) or a
+    /// longer one is lowered to this (MQTT 5 tells the client with Server
+    /// Keep Alive; MQTT 3.1.1 clients are simply held to it). A client
+    /// silent for 1.5 x its keepalive is disconnected.
+    pub max_keepalive: Duration,
+    /// Denied PUBLISHes a session may send before it is disconnected.
+    pub acl_violations_before_disconnect: usize,
+}
+
+impl Validator<'_> {
+    pub(crate) fn mqtt(&self, raw: RawMqtt) -> Result<MqttSettings, ConfigError> {
+        let max_keepalive =
+            self.duration("mqtt.max_keepalive", raw.max_keepalive, MAX_KEEPALIVE)?;
+        if max_keepalive > Duration::from_secs(u16::MAX.into()) {
+            return Err(self.invalid(
+                "mqtt.max_keepalive",
+                "MQTT keepalive is at most 65535 s (18h12m15s)",
+            ));
+        }
+        if max_keepalive.subsec_nanos() != 0 {
+            return Err(self.invalid(
+                "mqtt.max_keepalive",
+                "MQTT keepalive is counted in whole seconds",
+            ));
+        }
+        Ok(MqttSettings {
+            max_packet_size: self.positive(
+                "mqtt.max_packet_size",
+                raw.max_packet_size,
+                MAX_PACKET_SIZE,
+                268_435_455,
+            )?,
+            max_keepalive,
+            acl_violations_before_disconnect: self.positive(
+                "mqtt.acl_violations_before_disconnect",
+                raw.acl_violations_before_disconnect,
+                ACL_VIOLATIONS_BEFORE_DISCONNECT,
+                1_000_000,
+            )?,
+        })
+    }
+}
