@@ -245,6 +245,20 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes a fresh random admin token (64 hex characters, mode 0600) to
+/// `path` unless the file exists. `true` when it wrote one.
+pub fn ensure_admin_token(path: &Path) -> anyhow::Result<bool> {
+    if path.exists() {
+        return Ok(false);
+    }
+    let mut bytes = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| anyhow::anyhow!("system RNG failed"))?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    write_private(path, format!("{token}\n").as_bytes())?;
+    Ok(true)
+}
+
 async fn ca_init(
     config: &Config,
     common_name: &str,
@@ -287,12 +301,7 @@ async fn ca_init(
             server_names.join(", ")
         );
     }
-    if !p.admin_token_file.exists() {
-        let mut bytes = [0u8; 32];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
-            .map_err(|_| anyhow::anyhow!("system RNG failed"))?;
-        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        write_private(&p.admin_token_file, format!("{token}\n").as_bytes())?;
+    if ensure_admin_token(&p.admin_token_file)? {
         println!(
             "admin token: wrote {} (mode 0600)",
             p.admin_token_file.display()

@@ -14,6 +14,8 @@
 //! * [`http`] — the device API (HTTPS, wire-compatible with the reference
 //!   backend's `POST /api/provision/register/`) and the admin API (bearer
 //!   token), run together by [`sidecar::Sidecar`].
+//! * [`notify`] — `LISTEN gatehouse_crl`: nodes sharing a PostgreSQL
+//!   registry follow CRLs published elsewhere.
 //! * [`cli`] — the `gatehouse ca|bootstrap|registrations|certs|crl|provisioning`
 //!   commands (clap), mounted by the `gatehouse` binary.
 //!
@@ -29,6 +31,7 @@ pub mod error;
 pub mod http;
 pub mod mac;
 pub mod metrics;
+pub mod notify;
 pub mod service;
 pub mod sidecar;
 pub mod store;

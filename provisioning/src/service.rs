@@ -65,6 +65,8 @@ pub struct Provisioning {
     bootstrap_ou: String,
     metrics: Metrics,
     last_crl: Mutex<Option<String>>,
+    /// Number of the last CRL this process signed.
+    last_number: Mutex<Option<u64>>,
     /// Serialises CRL publication so a newer CRL is never overwritten by an older one.
     publishing: tokio::sync::Mutex<()>,
 }
@@ -91,6 +93,7 @@ impl Provisioning {
             bootstrap_ou,
             metrics,
             last_crl: Mutex::new(None),
+            last_number: Mutex::new(None),
             publishing: tokio::sync::Mutex::new(()),
         }
     }
@@ -603,6 +606,24 @@ impl Provisioning {
     /// writes it atomically to `[tls] crl` and sends `NOTIFY gatehouse_crl`
     /// on PostgreSQL.
     pub async fn publish_crl(&self) -> Result<CrlPublished, ProvisioningError> {
+        self.write_crl(true).await
+    }
+
+    /// Another node published a CRL (`NOTIFY gatehouse_crl` with its
+    /// number): re-signs the database's revocation list under that number
+    /// into `[tls] crl`, where this node's broker watches it, without
+    /// notifying again. Skipped when this process signed that number itself.
+    pub async fn follow_crl(
+        &self,
+        number: Option<u64>,
+    ) -> Result<Option<CrlPublished>, ProvisioningError> {
+        if number.is_some() && number == *self.last_number.lock().expect("crl lock") {
+            return Ok(None);
+        }
+        self.write_crl(false).await.map(Some)
+    }
+
+    async fn write_crl(&self, notify: bool) -> Result<CrlPublished, ProvisioningError> {
         let _one_at_a_time = self.publishing.lock().await;
         let now = OffsetDateTime::now_utc();
         let revoked = self.store.revoked().await?;
@@ -625,7 +646,11 @@ impl Provisioning {
                     .unwrap_or_default(),
             });
         }
-        let number = self.store.next_crl_number(now).await?;
+        let number = if notify {
+            self.store.next_crl_number(now).await?
+        } else {
+            self.store.crl_state().await?.0.max(1)
+        };
         let validity =
             time::Duration::try_from(self.settings.crl_validity).unwrap_or(time::Duration::days(7));
         let pem = self.ca.crl(&CrlSpec {
@@ -645,8 +670,13 @@ impl Provisioning {
             tracing::warn!("[tls] crl is disabled: the CRL is only served on GET /crl.pem");
         }
         *self.last_crl.lock().expect("crl lock") = Some(pem);
-        self.store.notify_crl(&number.to_string()).await?;
-        tracing::info!(number, entries = revoked.len(), path = ?self.crl_path, "CRL published");
+        *self.last_number.lock().expect("crl lock") = Some(number);
+        if notify {
+            self.store.notify_crl(&number.to_string()).await?;
+            tracing::info!(number, entries = revoked.len(), path = ?self.crl_path, "CRL published");
+        } else {
+            tracing::info!(number, entries = revoked.len(), path = ?self.crl_path, "CRL rewritten from the database after NOTIFY gatehouse_crl");
+        }
         Ok(CrlPublished {
             number,
             entries: revoked.len(),

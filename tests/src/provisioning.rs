@@ -108,8 +108,21 @@ impl Harness {
     /// An HTTPS client trusting the fleet CA, optionally presenting a client
     /// certificate (PEM cert, PEM key).
     pub fn client(&self, identity: Option<(&str, &str)>) -> reqwest::Client {
+        https_client(&self.ca_pem(), identity)
+    }
+
+    /// Stops the sidecar.
+    pub async fn stop(self) {
+        self.sidecar.stop().await;
+    }
+}
+
+/// An HTTPS client trusting `ca_pem`, optionally presenting a client
+/// certificate (PEM cert, PEM key).
+pub fn https_client(ca_pem: &str, identity: Option<(&str, &str)>) -> reqwest::Client {
+    {
         let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(self.ca_pem().as_bytes()) {
+        for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
             roots.add(c.expect("CA PEM")).expect("CA cert");
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -133,11 +146,6 @@ impl Harness {
             .use_preconfigured_tls(tls)
             .build()
             .expect("reqwest client")
-    }
-
-    /// Stops the sidecar.
-    pub async fn stop(self) {
-        self.sidecar.stop().await;
     }
 }
 
