@@ -16,6 +16,7 @@ use gatehouse_auth::{CrlVerifier, RevocationSet, Serial};
 use gatehouse_tests::broker::{BrokerProcess, free_port};
 use gatehouse_tests::mqtt::{V5, connect_v5_tls, rumqttc_tls_pem};
 use gatehouse_tests::pki::Pki;
+use gatehouse_tests::postgres::Postgres;
 use gatehouse_tests::provisioning::{csr_p256, https_client, unzip};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{DisconnectReasonCode, Packet, PubAckReason};
@@ -37,6 +38,11 @@ struct Fleet {
 /// `gatehouse serve` with the sidecar on free ports, signing with the
 /// fixture PKI's CA (the one the broker trusts).
 fn start() -> Fleet {
+    start_with("")
+}
+
+/// [`start`] with more `[provisioning]` keys.
+fn start_with(provisioning: &str) -> Fleet {
     let pki = Pki::generate();
     let ca_cert = pki.dir().join("fleet-ca.crt");
     let ca_key = pki.dir().join("fleet-ca.key");
@@ -47,7 +53,7 @@ fn start() -> Fleet {
     let admin = format!("127.0.0.1:{}", free_port());
     let extra = format!(
         "[provisioning]\nlisten = \"{device}\"\nadmin_listen = \"{admin}\"\n\
-         admin_token_file = {token:?}\nca_key = {ca_key:?}\n"
+         admin_token_file = {token:?}\nca_key = {ca_key:?}\n{provisioning}\n"
     );
     let broker = BrokerProcess::start(exe(), &pki, &extra);
     let ca_pem = std::fs::read_to_string(&pki.ca_path).unwrap();
@@ -307,5 +313,95 @@ async fn legacy_path_server_generated_key_connects() {
         f.broker.log().contains("presence: online"),
         "{}",
         f.broker.log()
+    );
+}
+
+/// Two nodes share a PostgreSQL registry. Node B (another sidecar, writing
+/// its CRL to its own file) revokes a certificate; node A's `gatehouse
+/// serve` learns it only through `NOTIFY gatehouse_crl`, rewrites its own
+/// `[tls] crl` from the database and kicks the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_on_another_node_arrives_through_notify() {
+    let pg = Postgres::start();
+    let url = pg.database_url();
+    let f = start_with(&format!("database_url = {url:?}"));
+    let key = csr_p256();
+    let reg = f
+        .register(json!({"mac": "aa:bb:cc:dd:03:03", "csr_pem": key.csr_pem}))
+        .await;
+    let (cert_id, serial, files) = f
+        .allocate(reg["registro_id"].as_i64().unwrap(), "GW0103")
+        .await;
+    let cert_pem = &files["device.crt"];
+    let mut live = f
+        .connect(cert_pem, &key.key_pem, "GW0103-0303")
+        .await
+        .unwrap();
+    f.wait_online("GW0103-0303", true).await;
+
+    // Node B: same CA and database, its own CRL file.
+    let b_dir = tempfile::tempdir().unwrap();
+    let b_crl = b_dir.path().join("node-b.crl");
+    let b_toml = b_dir.path().join("gatehouse.toml");
+    std::fs::write(
+        &b_toml,
+        format!(
+            "data_dir = {data:?}\n[tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {key:?}\ncrl = {b_crl:?}\n\
+             [provisioning]\ndatabase_url = {url:?}\nca_key = {ca_key:?}\n",
+            data = b_dir.path(),
+            ca = f.pki.ca_path,
+            cert = f.pki.server.cert_path,
+            key = f.pki.server.key_path,
+            ca_key = f.pki.dir().join("fleet-ca.key"),
+        ),
+    )
+    .unwrap();
+    let b_config = gatehouse_config::Config::load(&b_toml).unwrap();
+    let node_b = gatehouse_provisioning::Provisioning::open(
+        &b_config,
+        gatehouse_provisioning::metrics::Metrics::unregistered(),
+    )
+    .await
+    .unwrap();
+    let before = std::fs::read(&f.crl_path).unwrap();
+
+    let started = Instant::now();
+    node_b
+        .revoke_certificate(
+            cert_id,
+            gatehouse_auth::RevocationReason::KeyCompromise,
+            Some("node B"),
+            "e2e",
+        )
+        .await
+        .unwrap();
+    let reason = live.server_disconnect(Duration::from_secs(5)).await;
+    let kicked_after = started.elapsed();
+    println!("revocation on node B -> NOTIFY -> node A kicked the session after {kicked_after:?}");
+    assert_eq!(reason, Some(DisconnectReasonCode::NotAuthorized));
+    assert!(
+        kicked_after < Duration::from_secs(1),
+        "kick took {kicked_after:?}"
+    );
+    // Node B wrote only its own file; node A's file was rewritten by node A.
+    let verifier = CrlVerifier::from_ca_file(&f.pki.ca_path).unwrap();
+    assert!(
+        RevocationSet::from_crl_file(&b_crl, &verifier)
+            .unwrap()
+            .contains(&serial)
+    );
+    assert_ne!(std::fs::read(&f.crl_path).unwrap(), before);
+    assert!(f.crl().contains(&serial), "node A's CRL holds the serial");
+    assert!(
+        f.broker
+            .log()
+            .contains("CRL rewritten from the database after NOTIFY gatehouse_crl"),
+        "{}",
+        f.broker.log()
+    );
+    assert!(
+        f.connect(cert_pem, &key.key_pem, "GW0103-0303")
+            .await
+            .is_err()
     );
 }
