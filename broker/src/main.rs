@@ -101,7 +101,10 @@ fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
         if let Some((pki, created)) = &dev {
             let mqtt = listeners.mqtt.local_addr()?;
             let metrics = listeners.metrics.as_ref().and_then(|l| l.local_addr().ok());
-            println!("{}", pki.instructions(mqtt, metrics, *created));
+            // A CA from `gatehouse ca init` has no sample clients to show.
+            if *created || pki.operational_cert.exists() {
+                println!("{}", pki.instructions(mqtt, metrics, *created));
+            }
             if let Some(s) = &sidecar {
                 println!(
                     "{}",
