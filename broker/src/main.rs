@@ -32,8 +32,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the broker: MQTT over mTLS (default 127.0.0.1:8883) and
-    /// Prometheus metrics (default http://127.0.0.1:9090/metrics).
+    /// Run the broker: MQTT over mTLS (default 127.0.0.1:8883), Prometheus
+    /// metrics (default http://127.0.0.1:9090/metrics) and the provisioning
+    /// sidecar (device API https://127.0.0.1:8443, admin API :8444).
     ///
     /// With no config file it runs on built-in defaults and, on the first
     /// run, creates ./gatehouse-data/ with a dev CA, a broker certificate for

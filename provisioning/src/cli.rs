@@ -70,7 +70,7 @@ pub struct JsonFlag {
 
 #[derive(Debug, Args)]
 pub struct RevokeArgs {
-    /// The record id.
+    /// The record id (see the matching `list` command).
     pub id: i64,
     /// RFC 5280 reason: keyCompromise, superseded, cessationOfOperation, …
     #[arg(long, default_value = "unspecified")]
@@ -84,6 +84,7 @@ pub struct RevokeArgs {
 pub enum BootstrapCommand {
     /// Issue a new bootstrap certificate (deactivates the previous one).
     Issue {
+        /// Name of the factory batch, e.g. "batch 2026-11".
         #[arg(long)]
         label: String,
         /// Also take the one-time factory bundle (ZIP, key included) now.
@@ -94,7 +95,9 @@ pub enum BootstrapCommand {
     },
     /// Download the one-time factory bundle of a bootstrap certificate.
     Download {
+        /// Bootstrap certificate id (see `gatehouse bootstrap list`).
         id: i64,
+        /// Where to write the ZIP (mode 0600: it holds the batch's key).
         #[arg(long)]
         out: PathBuf,
     },
@@ -108,6 +111,7 @@ pub enum BootstrapCommand {
 pub enum RegistrationsCommand {
     /// List registrations, optionally of one status.
     List {
+        /// Only this status: PENDENTE, PROVISIONADO or REJEITADO.
         #[arg(long)]
         status: Option<Status>,
         #[command(flatten)]
@@ -116,13 +120,19 @@ pub enum RegistrationsCommand {
     /// Allocate a PENDENTE registration: create the gateway, issue its
     /// certificate and write the provisioning bundle.
     Allocate {
+        /// Registration id (see `gatehouse registrations list`).
         id: i64,
+        /// Tenant (account) the gateway belongs to.
         #[arg(long)]
         tenant: String,
+        /// Logical device id; the gateway code (certificate CN) becomes
+        /// DEVICE_ID-XXXX with the last 4 hex digits of the MAC.
         #[arg(long)]
         device_id: String,
+        /// Human-readable gateway name.
         #[arg(long)]
         name: Option<String>,
+        /// Notes for the audit log.
         #[arg(long)]
         notes: Option<String>,
         /// Where to write the ZIP bundle.
@@ -133,7 +143,9 @@ pub enum RegistrationsCommand {
     },
     /// Reject a PENDENTE registration.
     Reject {
+        /// Registration id (see `gatehouse registrations list`).
         id: i64,
+        /// Why (kept on the record and in the audit log).
         #[arg(long)]
         notes: Option<String>,
     },
