@@ -67,10 +67,24 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("gatehouse: {e:#}");
+            eprintln!("gatehouse: {}", error_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and those of its causes whose text it does not already hold
+/// (most messages embed their source; added context does not).
+fn error_line(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
 }
 
 fn provisioning(config: Option<PathBuf>, cmd: provisioning_cli::Command) -> anyhow::Result<()> {

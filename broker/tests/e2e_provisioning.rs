@@ -405,3 +405,114 @@ async fn a_revocation_on_another_node_arrives_through_notify() {
             .is_err()
     );
 }
+
+/// `gatehouse provisioning serve`: the sidecar alone (next to Mosquitto),
+/// after `gatehouse ca init`, on the same store the CLI reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sidecar_runs_alone_for_mosquitto_deployments() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = format!("127.0.0.1:{}", free_port());
+    let toml = dir.path().join("gatehouse.toml");
+    std::fs::write(
+        &toml,
+        format!(
+            "[provisioning]\nlisten = \"{device}\"\nadmin_listen = \"127.0.0.1:{}\"\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let gatehouse = |args: &[&str]| {
+        let out = std::process::Command::new(exe())
+            .args(args)
+            .arg("--config")
+            .arg(&toml)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "gatehouse {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let init = gatehouse(&["ca", "init"]);
+    assert!(init.contains("admin token: wrote"), "{init}");
+    let mut sidecar = std::process::Command::new(exe())
+        .args(["provisioning", "serve", "--config"])
+        .arg(&toml)
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + LONG;
+    while std::net::TcpStream::connect(&device).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "sidecar not listening on {device}"
+        );
+        assert!(sidecar.try_wait().unwrap().is_none(), "sidecar exited");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ca_pem = std::fs::read_to_string(dir.path().join("gatehouse-data/ca.crt")).unwrap();
+    let resp = https_client(&ca_pem, None)
+        .post(format!("https://{device}/api/provision/register/"))
+        .json(&json!({"mac": "aa:bb:cc:dd:04:04"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let listed: Value =
+        serde_json::from_str(&gatehouse(&["registrations", "list", "--json"])).unwrap();
+    assert_eq!(listed[0]["mac"], "aa:bb:cc:dd:04:04", "{listed}");
+    assert_eq!(listed[0]["status"], "PENDENTE", "{listed}");
+    let table = gatehouse(&["registrations", "list"]);
+    assert!(
+        table.contains("aa:bb:cc:dd:04:04") && table.contains("PENDENTE"),
+        "{table}"
+    );
+    std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(sidecar.id().to_string())
+        .status()
+        .unwrap();
+    assert!(sidecar.wait().unwrap().success());
+}
+
+/// With a config file and no CA key, serve refuses to start and says how to
+/// fix it (one line, no duplicated causes).
+#[test]
+fn serve_without_the_ca_key_says_what_to_do() {
+    let pki = Pki::generate();
+    let toml = pki.dir().join("gatehouse.toml");
+    std::fs::write(
+        &toml,
+        format!(
+            "data_dir = {data:?}\n[tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {key:?}\ncrl = {crl:?}\n\
+             [listeners]\nmqtt = \"127.0.0.1:{mqtt}\"\nmetrics = \"\"\n\
+             [provisioning]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n",
+            data = pki.dir().join("data"),
+            ca = pki.ca_path,
+            cert = pki.server.cert_path,
+            key = pki.server.key_path,
+            crl = pki.crl_path,
+            mqtt = free_port(),
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(exe())
+        .args(["serve", "--config"])
+        .arg(&toml)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("gatehouse: "))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(line.contains("gatehouse ca init"), "{line}");
+    assert!(line.contains("enabled = false"), "{line}");
+    assert!(line.contains("ca.key"), "{line}");
+}
