@@ -10,8 +10,10 @@ log() { printf '\n== %s\n' "$*"; }
 # System packages the build and the tests need. Later parts of Gatehouse add
 # theirs here. postgresql: the private test clusters of tests/src/postgres.rs;
 # util-linux: setpriv (runs them as `postgres`); procps: kill;
-# mosquitto-clients: mosquitto_pub/mosquitto_sub in the broker tests.
+# mosquitto-clients: mosquitto_pub/mosquitto_sub in the broker tests;
+# curl openssl jq unzip: the provisioning walkthrough test (README).
 APT_PACKAGES=(gcc pkg-config ca-certificates postgresql util-linux procps
+    curl openssl jq unzip
     # Mosquitto plugin: headers for bindgen (+ libclang), libcrypto to link,
     # the broker and its command-line clients for the end-to-end tests.
     mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev libclang-dev libssl-dev)

@@ -162,6 +162,44 @@ impl DevPki {
         s.push_str("Anything else is refused (e.g. -t '#' or another gateway's topic).\n");
         s
     }
+
+    /// The provisioning part of the first-run output: where the sidecar
+    /// listens and where the admin token is (never the token itself).
+    pub fn provisioning_instructions(
+        &self,
+        device: std::net::SocketAddr,
+        admin: std::net::SocketAddr,
+        admin_token_file: &Path,
+    ) -> String {
+        let ca = self.ca_cert.display();
+        let token = admin_token_file.display();
+        let mut s = String::new();
+        s.push_str(
+            "Provisioning sidecar (same fleet CA; revocations land in the CRL above):
+",
+        );
+        s.push_str(&format!(
+            "  device API           https://{device}/api/provision/register/  (GET /crl.pem)
+"
+        ));
+        s.push_str(&format!(
+            "  admin API            https://{admin}/api/...  (Authorization: Bearer <token>)
+"
+        ));
+        s.push_str(&format!(
+            "  admin token file     {token}  (mode 0600)
+"
+        ));
+        s.push_str(
+            "List pending self-registrations (or: gatehouse registrations list):
+",
+        );
+        s.push_str(&format!(
+            "  curl -sS --cacert {ca} -H \"Authorization: Bearer $(cat {token})\" https://localhost:{}/api/registrations?status=PENDENTE\n",
+            admin.port()
+        ));
+        s
+    }
 }
 
 fn save(cert: &IssuedCert, cert_path: &Path, key_path: &Path) -> Result<(), BrokerError> {

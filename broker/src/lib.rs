@@ -23,6 +23,7 @@
 mod admission;
 pub mod devpki;
 mod error;
+pub mod fleet;
 pub mod metrics;
 pub mod presence;
 mod registry;

@@ -6,36 +6,49 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use gatehouse_broker::devpki::DevPki;
-use gatehouse_broker::{Listeners, LogPresence};
-use gatehouse_config::Config;
+use gatehouse_broker::fleet::StorePresence;
+use gatehouse_broker::{Listeners, LogPresence, PresenceSink};
+use gatehouse_config::{Config, ProvisioningStore};
+use gatehouse_provisioning::metrics::Metrics as ProvisioningMetrics;
+use gatehouse_provisioning::{Provisioning, Sidecar, cli as provisioning_cli};
 
 /// Gatehouse: an MQTT broker that admits IoT gateways by their X.509 client
-/// certificate and keeps each one inside its own topics.
+/// certificate and keeps each one inside its own topics, plus the
+/// provisioning commands (fleet CA, bootstrap certificates, registrations,
+/// certificates, CRL) that work on the same store as the sidecar.
 #[derive(Debug, Parser)]
 #[command(name = "gatehouse", version)]
 struct Cli {
+    /// gatehouse.toml to use (default: $GATEHOUSE_CONFIG, else built-in
+    /// defaults). See config/gatehouse.example.toml for every key.
+    #[arg(long, short, value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the broker: MQTT over mTLS (default 127.0.0.1:8883) and
-    /// Prometheus metrics (default http://127.0.0.1:9090/metrics).
+    /// Run the broker: MQTT over mTLS (default 127.0.0.1:8883), Prometheus
+    /// metrics (default http://127.0.0.1:9090/metrics) and the provisioning
+    /// sidecar (device API https://127.0.0.1:8443, admin API :8444).
     ///
     /// With no config file it runs on built-in defaults and, on the first
     /// run, creates ./gatehouse-data/ with a dev CA, a broker certificate for
     /// localhost/127.0.0.1 and sample client certificates, then prints
     /// mosquitto_pub / mosquitto_sub commands that work against it.
     /// SIGINT/SIGTERM disconnect every session and exit 0.
-    Serve {
-        /// gatehouse.toml to use (default: $GATEHOUSE_CONFIG, else built-in
-        /// defaults). See config/gatehouse.example.toml for every key.
-        #[arg(long, short, value_name = "FILE")]
-        config: Option<PathBuf>,
-    },
+    ///
+    /// The provisioning sidecar runs inside it unless `[provisioning]
+    /// enabled = false`: device API https://127.0.0.1:8443, admin API
+    /// https://127.0.0.1:8444 (bearer token from `admin_token_file`), on the
+    /// same fleet CA, writing revocations to the CRL the broker watches.
+    Serve,
+    #[command(flatten)]
+    Provisioning(provisioning_cli::Command),
 }
 
 fn main() -> ExitCode {
@@ -47,15 +60,39 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match cli.command {
-        Command::Serve { config } => match serve(config) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("gatehouse: {e}");
-                ExitCode::FAILURE
-            }
-        },
+    let result = match cli.command {
+        Command::Serve => serve(cli.config),
+        Command::Provisioning(cmd) => provisioning(cli.config, cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gatehouse: {}", error_line(&e));
+            ExitCode::FAILURE
+        }
     }
+}
+
+/// The error and those of its causes whose text it does not already hold
+/// (most messages embed their source; added context does not).
+fn error_line(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
+fn provisioning(config: Option<PathBuf>, cmd: provisioning_cli::Command) -> anyhow::Result<()> {
+    let config = Config::load_or_default(config.as_deref())?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(provisioning_cli::run(cmd, &config))
 }
 
 fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
@@ -66,14 +103,83 @@ fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         let listeners = Listeners::bind(&config).await?;
+        let sidecar = if config.provisioning.enabled {
+            if dev.is_some()
+                && provisioning_cli::ensure_admin_token(&config.provisioning.admin_token_file)?
+            {
+                tracing::info!(path = %config.provisioning.admin_token_file.display(), "admin token created (mode 0600)");
+            }
+            Some(start_sidecar(&config).await?)
+        } else {
+            None
+        };
         if let Some((pki, created)) = &dev {
             let mqtt = listeners.mqtt.local_addr()?;
             let metrics = listeners.metrics.as_ref().and_then(|l| l.local_addr().ok());
-            println!("{}", pki.instructions(mqtt, metrics, *created));
+            // A CA from `gatehouse ca init` has no sample clients to show.
+            if *created || pki.operational_cert.exists() {
+                println!("{}", pki.instructions(mqtt, metrics, *created));
+            }
+            if let Some(s) = &sidecar {
+                println!(
+                    "{}",
+                    pki.provisioning_instructions(
+                        s.device_addr,
+                        s.admin_addr,
+                        &config.provisioning.admin_token_file
+                    )
+                );
+            }
         }
-        gatehouse_broker::run(config, listeners, Arc::new(LogPresence), shutdown_signal()).await?;
+        let presence: Arc<dyn PresenceSink> = match &sidecar {
+            Some(s) => Arc::new(StorePresence::start(s.service.store().clone())),
+            None => Arc::new(LogPresence),
+        };
+        let (stop_notify, notify_stopped) = tokio::sync::oneshot::channel::<()>();
+        let notify = match (&sidecar, &config.provisioning.store) {
+            (Some(s), ProvisioningStore::Postgres(url)) if config.tls.crl.is_some() => {
+                Some(tokio::spawn(gatehouse_provisioning::notify::follow_crl_notifications(
+                    s.service.clone(),
+                    url.clone(),
+                    async {
+                        let _ = notify_stopped.await;
+                    },
+                )))
+            }
+            _ => None,
+        };
+        let result = gatehouse_broker::run(config, listeners, presence, shutdown_signal()).await;
+        let _ = stop_notify.send(());
+        if let Some(n) = notify {
+            let _ = n.await;
+        }
+        if let Some(s) = sidecar {
+            s.stop().await;
+        }
+        result?;
         Ok(())
     })
+}
+
+/// The provisioning sidecar next to the broker, on the same config: same
+/// fleet CA ([provisioning] ca_cert defaults to [tls] ca, ca_key to
+/// DATA_DIR/ca.key, where the dev PKI puts it) and the CRL in [tls] crl.
+async fn start_sidecar(config: &Config) -> anyhow::Result<Sidecar> {
+    let service = Arc::new(
+        Provisioning::open(config, ProvisioningMetrics::unregistered())
+            .await
+            .context(
+                "cannot start the provisioning sidecar (run `gatehouse ca init`, or set \
+                 [provisioning] enabled = false to run the broker alone)",
+            )?,
+    );
+    service
+        .refresh_crl_if_due()
+        .await
+        .context("cannot publish the CRL at start-up")?;
+    Sidecar::start(config, service)
+        .await
+        .context("cannot start the provisioning sidecar")
 }
 
 async fn shutdown_signal() {

@@ -161,7 +161,7 @@ fn mosquitto_clients_publish_and_subscribe_over_mtls() {
 }
 
 /// `gatehouse serve` with no config: creates the dev PKI, prints commands
-/// that work. Uses the default ports 8883 / 9090.
+/// that work. Uses the default ports 8883 / 9090 / 8443 / 8444.
 #[test]
 fn first_run_creates_a_dev_pki_and_prints_working_commands() {
     let cwd = tempfile::tempdir().unwrap();
@@ -181,7 +181,7 @@ fn first_run_creates_a_dev_pki_and_prints_working_commands() {
         let line = line.unwrap();
         printed.push_str(&line);
         printed.push('\n');
-        if line.starts_with("Anything else is refused") {
+        if line.trim_start().starts_with("curl ") {
             break;
         }
     }
@@ -189,6 +189,7 @@ fn first_run_creates_a_dev_pki_and_prints_working_commands() {
     for key in [
         "ca.key",
         "server.key",
+        "admin.token",
         "clients/GW0001-EEFF.key",
         "clients/bootstrap.key",
     ] {
@@ -210,6 +211,21 @@ fn first_run_creates_a_dev_pki_and_prints_working_commands() {
     }
     assert!(!printed.contains("PRIVATE KEY"), "keys are never printed");
     assert!(printed.contains("127.0.0.1:8883"), "{printed}");
+    // The provisioning sidecar runs inside serve, on the same CA.
+    assert!(
+        printed.contains("https://127.0.0.1:8443/api/provision/register/"),
+        "{printed}"
+    );
+    assert!(printed.contains("gatehouse-data/admin.token"), "{printed}");
+    let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+    assert!(
+        !printed.contains(token.trim()),
+        "the admin token itself is never printed"
+    );
+    assert!(
+        data.join("provisioning.db").is_file(),
+        "SQLite store created"
+    );
     // Wait until the listener is up, then run every printed command.
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect("127.0.0.1:8883").is_err() {
@@ -245,6 +261,24 @@ fn first_run_creates_a_dev_pki_and_prints_working_commands() {
             );
         }
     }
+    // The printed admin API command works (bearer token from the file).
+    let curl = printed
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("curl "))
+        .expect("admin API command printed");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(curl)
+        .current_dir(cwd.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{curl}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]", "{curl}");
     // SIGTERM: clean exit.
     let _ = Command::new("kill")
         .arg("-TERM")

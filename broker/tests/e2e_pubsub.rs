@@ -613,12 +613,7 @@ async fn receive_rule_filters_every_delivered_message() {
 
 /// The next PUBACK `c` receives is 0x87 (not authorized).
 async fn expect_puback_not_authorized(c: &mut gatehouse_tests::mqtt::V5, what: &str) {
-    let reason = c
-        .wait_for(LONG, |p| match p {
-            P5::PubAck(ack) => Some(ack.reason),
-            _ => None,
-        })
-        .await;
+    let reason = c.next_puback_reason(LONG).await;
     assert!(
         matches!(reason, Ok(Some(PubAckReason::NotAuthorized))),
         "{what}, got {reason:?}"
@@ -627,12 +622,7 @@ async fn expect_puback_not_authorized(c: &mut gatehouse_tests::mqtt::V5, what: &
 
 /// The next SUBACK `c` receives refuses its one filter with 0x87.
 async fn expect_suback_not_authorized(c: &mut gatehouse_tests::mqtt::V5, what: &str) {
-    let codes = c
-        .wait_for(LONG, |p| match p {
-            P5::SubAck(ack) => Some(ack.return_codes.clone()),
-            _ => None,
-        })
-        .await;
+    let codes = c.next_suback_codes(LONG).await;
     assert!(
         matches!(&codes, Ok(Some(c)) if c[..] == [Sub5::NotAuthorized]),
         "{what}, got {codes:?}"

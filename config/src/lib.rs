@@ -17,6 +17,7 @@ mod listeners;
 mod load;
 mod mqtt;
 mod plugin;
+mod provisioning;
 mod raw;
 pub mod rule;
 mod settings;
@@ -29,6 +30,7 @@ pub use listeners::ListenerSettings;
 pub use load::{CONFIG_ENV, resolve_path};
 pub use mqtt::MqttSettings;
 pub use plugin::PluginSettings;
+pub use provisioning::{ProvisioningSettings, ProvisioningStore};
 pub use settings::{
     AclSettings, BootstrapClientId, Classification, Config, IdentitySettings, KindRules,
     OperationalClientId, TlsSettings,

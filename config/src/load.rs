@@ -254,9 +254,11 @@ impl Validator<'_> {
             Some(p) => p,
             None => self.path(d::DATA_DIR),
         };
+        let tls = self.tls(raw.tls, &data_dir)?;
         Ok(Config {
             source: None,
-            tls: self.tls(raw.tls, &data_dir)?,
+            provisioning: self.provisioning(raw.provisioning, &data_dir, &tls)?,
+            tls,
             identity: self.identity(raw.identity)?,
             acl: self.acl(raw.acl)?,
             listeners: self.listeners(raw.listeners)?,

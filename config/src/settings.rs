@@ -20,6 +20,7 @@ pub struct Config {
     pub ingest: crate::ingest::IngestSettings,
     /// `[plugin]`: read only by the Mosquitto plugin.
     pub plugin: crate::PluginSettings,
+    pub provisioning: crate::provisioning::ProvisioningSettings,
 }
 
 /// `[tls]`: what the MQTT front door presents and verifies against.

@@ -32,7 +32,9 @@ pub fn free_port() -> u16 {
 impl BrokerProcess {
     /// Starts `exe serve --config <generated>` with the PKI's CA, server
     /// certificate and CRL (polled every 50 ms). `extra` is appended to the
-    /// config: add `[mqtt]`, `[identity]`, `[acl.*]` sections there.
+    /// config: add `[mqtt]`, `[identity]`, `[acl.*]` sections there. The
+    /// provisioning sidecar is off unless `extra` has a `[provisioning]`
+    /// section.
     pub fn start(exe: &Path, pki: &Pki, extra: &str) -> BrokerProcess {
         Self::start_with_limit(exe, pki, 2000, extra)
     }
@@ -53,12 +55,17 @@ impl BrokerProcess {
         let config = format!(
             "data_dir = {data:?}\n\n[tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {key:?}\ncrl = {crl:?}\n\
              crl_poll_interval = \"50ms\"\nhandshake_timeout = \"2s\"\n\n\
-             [listeners]\nmqtt = \"{mqtt}\"\nmetrics = \"{metrics}\"\nmax_connections = {max_connections}\ndrain_timeout = \"3s\"\n\n{extra}\n",
+             [listeners]\nmqtt = \"{mqtt}\"\nmetrics = \"{metrics}\"\nmax_connections = {max_connections}\ndrain_timeout = \"3s\"\n\n{extra}\n{sidecar}",
             data = dir.path().join("data"),
             ca = pki.ca_path,
             cert = pki.server.cert_path,
             key = pki.server.key_path,
             crl = pki.crl_path,
+            sidecar = if extra.contains("[provisioning]") {
+                ""
+            } else {
+                "\n[provisioning]\nenabled = false\n"
+            },
         );
         let config_path = dir.path().join("gatehouse.toml");
         std::fs::write(&config_path, config).expect("write config");

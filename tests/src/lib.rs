@@ -14,6 +14,8 @@
 //! Gatehouse plugin; [`conn::Conn`] is an MQTT v5 mTLS client that waits for
 //! exactly the acknowledgement a test needs; [`acl_cases`] is the
 //! admission/ACL case table shared by both broker shapes.
+//! [`provisioning::Harness`] runs the provisioning sidecar in
+//! a private directory with real HTTPS clients.
 
 #![forbid(unsafe_code)]
 
@@ -24,3 +26,4 @@ pub mod mosquitto;
 pub mod mqtt;
 pub mod pki;
 pub mod postgres;
+pub mod provisioning;

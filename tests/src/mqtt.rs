@@ -83,8 +83,28 @@ pub async fn connect_v5(
     client_id: &str,
     tweak: impl FnOnce(&mut rumqttc::v5::MqttOptions),
 ) -> Result<V5, rumqttc::v5::ConnectionError> {
+    connect_v5_tls(addr, rumqttc_tls(pki, cert), client_id, tweak).await
+}
+
+/// TLS settings for rumqttc from PEM text: CA, client certificate and key
+/// (e.g. the files of a provisioning bundle).
+pub fn rumqttc_tls_pem(ca_pem: &str, cert_pem: &str, key_pem: &str) -> rumqttc::TlsConfiguration {
+    rumqttc::TlsConfiguration::Simple {
+        ca: ca_pem.as_bytes().to_vec(),
+        alpn: None,
+        client_auth: Some((cert_pem.as_bytes().to_vec(), key_pem.as_bytes().to_vec())),
+    }
+}
+
+/// [`connect_v5`] with explicit TLS settings.
+pub async fn connect_v5_tls(
+    addr: SocketAddr,
+    tls: rumqttc::TlsConfiguration,
+    client_id: &str,
+    tweak: impl FnOnce(&mut rumqttc::v5::MqttOptions),
+) -> Result<V5, rumqttc::v5::ConnectionError> {
     let mut opts = rumqttc::v5::MqttOptions::new(client_id, "localhost", addr.port());
-    opts.set_transport(rumqttc::Transport::Tls(rumqttc_tls(pki, cert)));
+    opts.set_transport(rumqttc::Transport::Tls(tls));
     opts.set_keep_alive(Duration::from_secs(30));
     tweak(&mut opts);
     let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(opts, 1000);
@@ -166,6 +186,35 @@ impl V4 {
 }
 
 impl V5 {
+    /// The reason code of the next PUBACK within `within` (rumqttc 0.25
+    /// reports refused PUBACKs as packets, not errors).
+    pub async fn next_puback_reason(
+        &mut self,
+        within: Duration,
+    ) -> Result<Option<rumqttc::v5::mqttbytes::v5::PubAckReason>, rumqttc::v5::ConnectionError>
+    {
+        self.wait_for(within, |p| match p {
+            rumqttc::v5::mqttbytes::v5::Packet::PubAck(ack) => Some(ack.reason),
+            _ => None,
+        })
+        .await
+    }
+
+    /// The return codes of the next SUBACK within `within`.
+    pub async fn next_suback_codes(
+        &mut self,
+        within: Duration,
+    ) -> Result<
+        Option<Vec<rumqttc::v5::mqttbytes::v5::SubscribeReasonCode>>,
+        rumqttc::v5::ConnectionError,
+    > {
+        self.wait_for(within, |p| match p {
+            rumqttc::v5::mqttbytes::v5::Packet::SubAck(ack) => Some(ack.return_codes.clone()),
+            _ => None,
+        })
+        .await
+    }
+
     /// Next incoming packet matching `pick` within `within`; a connection
     /// error is returned as `Err`.
     pub async fn wait_for<T>(
