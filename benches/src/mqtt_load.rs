@@ -106,7 +106,10 @@ pub(crate) fn run(opts: &Options) -> Result<(), String> {
     let gatehouse = BrokerProcess::start(
         &opts.gatehouse,
         &pki,
-        "[identity]\noperational_client_id = \"any\"\n[mqtt]\nmax_keepalive = \"60s\"\n",
+        // Broker against broker: Mosquitto ingests nothing, so neither does
+        // gatehouse here (its ingest throughput is `gatehouse-bench ingest`).
+        "[identity]\noperational_client_id = \"any\"\n[mqtt]\nmax_keepalive = \"60s\"\n\
+         [ingest]\ntopic_filter = \"bench/not-ingested\"\n",
     );
     let mosquitto = start_mosquitto(&opts.mosquitto, &pki, false)?;
     let mosquitto_nodelay = start_mosquitto(&opts.mosquitto, &pki, true)?;

@@ -397,6 +397,8 @@ impl Conn {
             to_router: Vec::new(),
             outgoing_acks: VecDeque::new(),
             pending_subacks: HashMap::new(),
+            held_acks: Default::default(),
+            withheld: 0,
             violations: 0,
             client_max_packet,
         };

@@ -56,6 +56,9 @@ pub enum BrokerError {
         source: std::io::Error,
     },
 
+    #[error("cannot start telemetry ingest: {0}")]
+    Ingest(#[from] gatehouse_ingest::IngestError),
+
     #[error("metrics setup failed: {0}")]
     Metrics(#[from] prometheus::Error),
 }

@@ -9,6 +9,9 @@
 //! **enforcement** (identity and revocation at handshake, client-id policy
 //! and will ACL at CONNECT, the topic ACL on every PUBLISH, SUBSCRIBE and
 //! delivered message), **live revocation kicks**, **presence** events,
+//! **telemetry ingest** (allowed PUBLISHes on `ingest.topic_filter` handed to
+//! `gatehouse-ingest` straight from the front door; with
+//! `ingest.ack = "durable"`, QoS 1 PUBACKs held until the row is durable),
 //! **Prometheus metrics** and **graceful shutdown**, plus the first-run
 //! **dev PKI** that makes `gatehouse serve` useful with no config at all.
 //!
@@ -30,6 +33,7 @@ mod registry;
 mod router;
 mod server;
 mod session;
+mod telemetry;
 pub mod tls;
 mod wire;
 

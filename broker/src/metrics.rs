@@ -29,6 +29,7 @@ pub struct Metrics {
     pub connections_open: IntGauge,
     pub protocol_errors: IntCounterVec,
     pub tls_reloads: IntCounterVec,
+    pub puback_withheld: IntCounterVec,
     crl_reloads: IntCounterVec,
     crl_stale: IntGauge,
     crl_entries: IntGauge,
@@ -145,6 +146,12 @@ impl Metrics {
                 "gatehouse_tls_reloads_total",
                 "Reloads of the CA bundle / server certificate, by result",
                 &["result"],
+            )?,
+            puback_withheld: counter_vec(
+                &r,
+                "gatehouse_puback_withheld_total",
+                "QoS 1 PUBACKs not sent because ingest could not make the message durable (ingest.ack = \"durable\"), by reason",
+                &["reason"],
             )?,
             crl_reloads: counter_vec(
                 &r,

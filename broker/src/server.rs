@@ -19,6 +19,7 @@ use crate::metrics::Metrics;
 use crate::presence::PresenceSink;
 use crate::registry::{Control, Registry};
 use crate::router::RouterHandle;
+use crate::telemetry::Telemetry;
 use crate::tls::TlsStore;
 
 /// Everything a connection needs, shared read-only (or lock-free).
@@ -34,6 +35,7 @@ pub(crate) struct Shared {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) registry: Arc<Registry>,
     pub(crate) presence: Arc<dyn PresenceSink>,
+    pub(crate) telemetry: Telemetry,
 }
 
 /// The sockets `gatehouse serve` listens on.
@@ -61,8 +63,9 @@ impl Listeners {
 }
 
 /// Runs the broker on already-bound listeners until `shutdown` resolves,
-/// then disconnects every session (MQTT 5: reason 0x8B) and returns once
-/// they have drained or `listeners.drain_timeout` has passed.
+/// then disconnects every session (MQTT 5: reason 0x8B), waits until they
+/// have drained or `listeners.drain_timeout` has passed, and flushes
+/// telemetry ingest (to the database, or to the spool) before returning.
 pub async fn run(
     config: Config,
     listeners: Listeners,
@@ -92,10 +95,15 @@ pub async fn run(
             (RevocationHandle::fixed(RevocationSet::empty()), None)
         }
     };
+    let acl = Acl::new(&config.acl)?;
+    let classifier = Classifier::from_settings(&config.identity)?;
+    let (ingest, ingest_service) =
+        gatehouse_ingest::start(&config.ingest, Some(&metrics.registry)).await?;
     let shared = Arc::new(Shared {
-        acl: Acl::new(&config.acl)?,
+        telemetry: Telemetry::new(ingest, &config.ingest, metrics.puback_withheld.clone()),
+        acl,
         policy: ClientIdPolicy::new(&config.identity),
-        classifier: Classifier::from_settings(&config.identity)?,
+        classifier,
         revocation: revocation.clone(),
         tls: tls.clone(),
         router: RouterHandle::start(config.listeners.max_connections),
@@ -196,6 +204,8 @@ pub async fn run(
     } else {
         tracing::info!("all sessions drained");
     }
+    // Sessions are gone: write out what ingest still holds.
+    ingest_service.shutdown().await;
     let _ = stop_metrics.send(());
     background.abort_all();
     if let Some(w) = watcher {

@@ -1,7 +1,8 @@
 //! An admitted MQTT session: the packet pump between the client and the
 //! router link, with the ACL on every PUBLISH, SUBSCRIBE and delivered
-//! message, in-order acks towards the router, keepalive, kicks and the end
-//! of the session (will, DISCONNECT, presence).
+//! message, telemetry handed to ingest, in-order acks towards the router
+//! (and, with `ingest.ack = "durable"`, towards the client), keepalive,
+//! kicks and the end of the session (will, DISCONNECT, presence).
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use gatehouse_acl::{Action, Decision, Subject};
 use gatehouse_auth::Identity;
+use gatehouse_ingest::{Ack, AckWaiter};
 use prometheus::IntCounter;
 use rumqttd::Notification;
 use rumqttd::local::{LinkRx, LinkTx};
@@ -28,6 +30,7 @@ use crate::admission::Conn;
 use crate::presence::{DisconnectReason, PresenceEvent};
 use crate::registry::Control;
 use crate::server::Shared;
+use crate::telemetry::{HeldAcks, Release, Telemetry, withheld_reason};
 
 /// Most router notifications handled per wake-up before writing.
 const NOTIFICATION_BATCH: usize = 256;
@@ -53,6 +56,12 @@ pub(crate) struct Session {
     /// SUBSCRIBEs partly refused by the ACL: the codes we decided, `None`
     /// where the router's code goes.
     pub(crate) pending_subacks: HashMap<u16, Vec<Option<SubscribeReasonCode>>>,
+    /// With `ingest.ack = "durable"`: every QoS 1 PUBACK towards the client,
+    /// in PUBLISH order, held until the router acked the message and ingest
+    /// made it durable. Unused otherwise (PUBACKs go out as they come).
+    pub(crate) held_acks: HeldAcks,
+    /// PUBACKs withheld in this session because ingest lost the message.
+    pub(crate) withheld: u64,
     pub(crate) violations: usize,
     pub(crate) client_max_packet: Option<usize>,
     pub(crate) deny_publish: IntCounter,
@@ -174,6 +183,9 @@ impl Session {
                         return end;
                     }
                 }
+                _ = self.held_acks.durable(), if self.held_acks.head_waits_for_ingest() => {
+                    self.release_held_acks();
+                }
                 _ = tokio::time::sleep_until(keepalive_at) => {
                     return End::new(DisconnectReason::KeepaliveTimeout, Some(DisconnectReasonCode::KeepAliveTimeout), true);
                 }
@@ -272,8 +284,9 @@ impl Session {
                     ));
                 }
             };
-            self.packet(packet, qos, pkid)?;
+            self.packet(packet, qos, pkid).await?;
         }
+        self.release_held_acks();
         self.send_to_router().await
     }
 
@@ -287,9 +300,9 @@ impl Session {
         End::new(DisconnectReason::ProtocolError, Some(code), true)
     }
 
-    fn packet(&mut self, packet: Packet, qos: u8, pkid: u16) -> Result<(), End> {
+    async fn packet(&mut self, packet: Packet, qos: u8, pkid: u16) -> Result<(), End> {
         match packet {
-            Packet::Publish(publish, props) => self.publish(publish, props, qos, pkid),
+            Packet::Publish(publish, props) => self.publish(publish, props, qos, pkid).await,
             Packet::Subscribe(mut subscribe, props) => {
                 let shared = self.conn.shared.clone();
                 let subject = Subject::new(self.identity.kind, &self.identity.cn, &self.client_id);
@@ -377,7 +390,7 @@ impl Session {
         }
     }
 
-    fn publish(
+    async fn publish(
         &mut self,
         publish: Publish,
         props: Option<rumqttd::protocol::PublishProperties>,
@@ -399,6 +412,10 @@ impl Session {
             .decide_bytes(&subject, Action::Publish, &publish.topic);
         if decision.is_allowed() {
             shared.metrics.messages_in.inc();
+            let durable = self.ingest(&shared.telemetry, &publish, qos).await;
+            if qos == 1 && shared.telemetry.durable() {
+                self.held_acks.routed(pkid, durable);
+            }
             self.to_router.push(Packet::Publish(publish, props));
             return Ok(());
         }
@@ -417,7 +434,12 @@ impl Session {
             } else {
                 PubAckReason::Success
             };
-            self.write(Packet::PubAck(PubAck { pkid, reason }, None));
+            if shared.telemetry.durable() {
+                // Behind the PUBACKs still held for earlier PUBLISHes.
+                self.held_acks.answered(pkid, reason);
+            } else {
+                self.write(Packet::PubAck(PubAck { pkid, reason }, None));
+            }
         }
         if self.violations >= shared.config.mqtt.acl_violations_before_disconnect {
             tracing::warn!(client_id = %self.client_id, violations = self.violations, "too many denied publishes; disconnecting (mqtt.acl_violations_before_disconnect)");
@@ -428,6 +450,52 @@ impl Session {
             ));
         }
         Ok(())
+    }
+
+    /// Hands an allowed PUBLISH on the telemetry filter to ingest, as
+    /// (receive time, CN, topic, payload). With `ingest.ack = "durable"` and
+    /// QoS 1, returns the waiter that fires once the record is durable. Never
+    /// waits longer than ingest's when-full policy allows.
+    async fn ingest(&self, telemetry: &Telemetry, publish: &Publish, qos: u8) -> Option<AckWaiter> {
+        let topic = std::str::from_utf8(&publish.topic).ok()?;
+        if !telemetry.wants(topic) {
+            return None;
+        }
+        let record = Telemetry::record(&self.identity.cn, topic, &publish.payload);
+        if qos == 1 && telemetry.durable() {
+            let (ack, waiter) = Ack::new();
+            telemetry.handle.submit_async(record, Some(ack)).await;
+            Some(waiter)
+        } else {
+            telemetry.handle.submit_async(record, None).await;
+            None
+        }
+    }
+
+    /// Writes the held PUBACKs that are decided, in order; one whose message
+    /// ingest could not keep is withheld (the client publishes it again
+    /// after reconnecting), counted and logged.
+    fn release_held_acks(&mut self) {
+        while let Some(release) = self.held_acks.pop() {
+            match release {
+                Release::Send(pkid, reason) => {
+                    self.write(Packet::PubAck(PubAck { pkid, reason }, None));
+                }
+                Release::Withhold(pkid, e) => {
+                    self.withheld += 1;
+                    self.shared()
+                        .telemetry
+                        .withheld
+                        .with_label_values(&[withheld_reason(e)])
+                        .inc();
+                    if self.withheld == 1 {
+                        tracing::warn!(client_id = %self.client_id, pkid, error = %e, "telemetry not stored: PUBACK withheld, the client will publish it again after reconnecting (gatehouse_puback_withheld_total counts every case; see ingest.when_full / spool_max_bytes)");
+                    } else {
+                        tracing::debug!(client_id = %self.client_id, pkid, error = %e, withheld = self.withheld, "telemetry not stored: PUBACK withheld");
+                    }
+                }
+            }
+        }
     }
 
     /// Hands the router every ack it can take in order.
@@ -470,6 +538,15 @@ impl Session {
                         .collect();
                 }
                 self.write(Packet::SubAck(ack, props));
+            }
+            Some(Packet::PubAck(ack, props)) => {
+                // The router took a QoS 1 PUBLISH of this client.
+                if !(self.shared().telemetry.durable()
+                    && self.held_acks.router_acked(ack.pkid, ack.reason))
+                {
+                    self.write(Packet::PubAck(ack, props));
+                }
+                self.release_held_acks();
             }
             Some(Packet::UnsubAck(..))
             | Some(Packet::PingResp(..))

@@ -1,6 +1,7 @@
 //! A private `gatehouse serve` process for end-to-end tests: a config on
 //! free ports using the [`Pki`] fixture files, the process started, waited
-//! for, observed (log, metrics) and stopped with SIGTERM.
+//! for, observed (log, metrics), stopped with SIGTERM, or killed with
+//! SIGKILL and started again on the same config, ports and data directory.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -17,6 +18,9 @@ pub struct BrokerProcess {
     pub mqtt: SocketAddr,
     pub metrics: SocketAddr,
     pub config_path: PathBuf,
+    /// The broker's `data_dir` (dev state, ingest SQLite file and spool).
+    pub data_dir: PathBuf,
+    exe: PathBuf,
     log_path: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -50,13 +54,14 @@ impl BrokerProcess {
             .prefix("gatehouse-broker-")
             .tempdir()
             .expect("temp dir");
+        let data_dir = dir.path().join("data");
         let mqtt: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config = format!(
             "data_dir = {data:?}\n\n[tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {key:?}\ncrl = {crl:?}\n\
              crl_poll_interval = \"50ms\"\nhandshake_timeout = \"2s\"\n\n\
              [listeners]\nmqtt = \"{mqtt}\"\nmetrics = \"{metrics}\"\nmax_connections = {max_connections}\ndrain_timeout = \"3s\"\n\n{extra}\n{sidecar}",
-            data = dir.path().join("data"),
+            data = data_dir,
             ca = pki.ca_path,
             cert = pki.server.cert_path,
             key = pki.server.key_path,
@@ -70,28 +75,54 @@ impl BrokerProcess {
         let config_path = dir.path().join("gatehouse.toml");
         std::fs::write(&config_path, config).expect("write config");
         let log_path = dir.path().join("gatehouse.log");
-        let log = std::fs::File::create(&log_path).expect("log file");
-        let child = Command::new(exe)
+        let mut broker = BrokerProcess {
+            child: None,
+            mqtt,
+            metrics,
+            config_path,
+            data_dir,
+            exe: exe.to_path_buf(),
+            log_path,
+            _dir: dir,
+        };
+        broker.restart();
+        broker
+    }
+
+    /// Starts the (killed or terminated) broker again with the same config,
+    /// ports and data directory, and waits until it serves. Its log is
+    /// appended to the same file.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "gatehouse is already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("log file");
+        let child = Command::new(&self.exe)
             .arg("serve")
             .arg("--config")
-            .arg(&config_path)
+            .arg(&self.config_path)
             .env("RUST_LOG", "info,rumqttd=warn")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.display()));
-        let mut broker = BrokerProcess {
-            child: Some(child),
-            mqtt,
-            metrics,
-            config_path,
-            log_path,
-            _dir: dir,
-        };
-        broker.wait_ready();
-        broker
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.exe.display()));
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    /// SIGKILL: the process dies at once, with no shutdown work at all.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("broker running");
+        child.kill().expect("SIGKILL gatehouse");
+        let status = child.wait().expect("wait for gatehouse");
+        assert!(
+            !status.success(),
+            "gatehouse exited cleanly instead of being killed"
+        );
     }
 
     fn wait_ready(&mut self) {
