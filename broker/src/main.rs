@@ -103,13 +103,15 @@ fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         let listeners = Listeners::bind(&config).await?;
+        // One registry behind /metrics: broker, ingest and provisioning.
+        let registry = prometheus::Registry::new();
         let sidecar = if config.provisioning.enabled {
             if dev.is_some()
                 && provisioning_cli::ensure_admin_token(&config.provisioning.admin_token_file)?
             {
                 tracing::info!(path = %config.provisioning.admin_token_file.display(), "admin token created (mode 0600)");
             }
-            Some(start_sidecar(&config).await?)
+            Some(start_sidecar(&config, &registry).await?)
         } else {
             None
         };
@@ -148,7 +150,8 @@ fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
             }
             _ => None,
         };
-        let result = gatehouse_broker::run(config, listeners, presence, shutdown_signal()).await;
+        let result =
+            gatehouse_broker::run(config, listeners, presence, registry, shutdown_signal()).await;
         let _ = stop_notify.send(());
         if let Some(n) = notify {
             let _ = n.await;
@@ -164,9 +167,12 @@ fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
 /// The provisioning sidecar next to the broker, on the same config: same
 /// fleet CA ([provisioning] ca_cert defaults to [tls] ca, ca_key to
 /// DATA_DIR/ca.key, where the dev PKI puts it) and the CRL in [tls] crl.
-async fn start_sidecar(config: &Config) -> anyhow::Result<Sidecar> {
+async fn start_sidecar(
+    config: &Config,
+    registry: &prometheus::Registry,
+) -> anyhow::Result<Sidecar> {
     let service = Arc::new(
-        Provisioning::open(config, ProvisioningMetrics::unregistered())
+        Provisioning::open(config, ProvisioningMetrics::register(registry)?)
             .await
             .context(
                 "cannot start the provisioning sidecar (run `gatehouse ca init`, or set \

@@ -59,8 +59,9 @@ fn gauge(r: &Registry, name: &str, help: &str) -> Result<IntGauge, prometheus::E
 }
 
 impl Metrics {
-    pub fn new() -> Result<Metrics, prometheus::Error> {
-        let r = Registry::new();
+    /// Registers the broker's metrics in `r`, the registry `/metrics`
+    /// serves (the provisioning sidecar and ingest register theirs there too).
+    pub fn new(r: Registry) -> Result<Metrics, prometheus::Error> {
         let sessions_active = IntGaugeVec::new(
             Opts::new(
                 "gatehouse_sessions_active",

@@ -70,9 +70,10 @@ pub async fn run(
     config: Config,
     listeners: Listeners,
     presence: Arc<dyn PresenceSink>,
+    registry: prometheus::Registry,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), BrokerError> {
-    let metrics = Arc::new(Metrics::new()?);
+    let metrics = Arc::new(Metrics::new(registry)?);
     let tls = Arc::new(TlsStore::load(
         &config.tls.ca,
         &config.tls.cert,

@@ -515,3 +515,24 @@ fn serve_without_the_ca_key_says_what_to_do() {
     assert!(line.contains("enabled = false"), "{line}");
     assert!(line.contains("ca.key"), "{line}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_watch_counts_due_certificates_on_the_broker_metrics() {
+    // 100-day certificates are inside the 730-day renewal window at once.
+    let f = start_with("validity_days = 100\nrenewal_check_interval = \"200ms\"");
+    let sample = "gatehouse_provisioning_certificates_renewal_due";
+    assert!(
+        f.broker
+            .http_get("/metrics")
+            .is_some_and(|m| m.contains(sample)),
+        "{sample} is not on the broker's /metrics"
+    );
+    assert_eq!(f.broker.metric(sample), 0.0);
+    let key = csr_p256();
+    let reg = f
+        .register(json!({"mac": "aa:bb:cc:dd:05:05", "csr_pem": key.csr_pem}))
+        .await;
+    f.allocate(reg["registro_id"].as_i64().unwrap(), "GW0505")
+        .await;
+    assert_eq!(f.broker.wait_metric(sample, |v| v >= 1.0), 1.0);
+}

@@ -20,6 +20,7 @@ pub(crate) struct RawConfig {
     pub ingest: crate::ingest::RawIngest,
     #[serde(default)]
     pub plugin: crate::plugin::RawPlugin,
+    #[serde(default)]
     pub provisioning: crate::provisioning::RawProvisioning,
 }
 
