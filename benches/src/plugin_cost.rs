@@ -7,7 +7,7 @@
 //! the in-flight window allows, so every message costs one write and one read
 //! ACL check. Throughput = messages delivered back per second.
 //!
-//! Two plugin contenders: `[plugin] ingest = false` (identity, rules, live
+//! Two plugin contenders: `[ingest] enabled = false` (identity, rules, live
 //! CRL: what `acl_file` does too) and the default, which also copies every
 //! `telemetry/+/data` message into ingest (here the default SQLite file).
 
@@ -87,7 +87,7 @@ pub(crate) fn plugin_cost(clients: usize, secs: u64, rounds: usize) -> Result<()
     let plugin = Mosquitto::start(
         &pki,
         &Options {
-            gatehouse_extra: "[plugin]\ningest = false\n".into(),
+            gatehouse_extra: "[ingest]\nenabled = false\n".into(),
             ..Options::default()
         },
     );

@@ -98,8 +98,14 @@ pub async fn run(
     };
     let acl = Acl::new(&config.acl)?;
     let classifier = Classifier::from_settings(&config.identity)?;
-    let (ingest, ingest_service) =
-        gatehouse_ingest::start(&config.ingest, Some(&metrics.registry)).await?;
+    let (ingest, ingest_service) = if config.ingest.enabled {
+        let (handle, service) =
+            gatehouse_ingest::start(&config.ingest, Some(&metrics.registry)).await?;
+        (Some(handle), Some(service))
+    } else {
+        tracing::info!("[ingest] enabled = false: telemetry is not stored by this broker");
+        (None, None)
+    };
     let shared = Arc::new(Shared {
         telemetry: Telemetry::new(ingest, &config.ingest, metrics.puback_withheld.clone()),
         acl,
@@ -206,7 +212,9 @@ pub async fn run(
         tracing::info!("all sessions drained");
     }
     // Sessions are gone: write out what ingest still holds.
-    ingest_service.shutdown().await;
+    if let Some(ingest) = ingest_service {
+        ingest.shutdown().await;
+    }
     let _ = stop_metrics.send(());
     background.abort_all();
     if let Some(w) = watcher {

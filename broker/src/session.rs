@@ -458,16 +458,17 @@ impl Session {
     /// waits longer than ingest's when-full policy allows.
     async fn ingest(&self, telemetry: &Telemetry, publish: &Publish, qos: u8) -> Option<AckWaiter> {
         let topic = std::str::from_utf8(&publish.topic).ok()?;
+        let handle = telemetry.handle.as_ref()?;
         if !telemetry.wants(topic) {
             return None;
         }
         let record = Telemetry::record(&self.identity.cn, topic, &publish.payload);
         if qos == 1 && telemetry.durable() {
             let (ack, waiter) = Ack::new();
-            telemetry.handle.submit_async(record, Some(ack)).await;
+            handle.submit_async(record, Some(ack)).await;
             Some(waiter)
         } else {
-            telemetry.handle.submit_async(record, None).await;
+            handle.submit_async(record, None).await;
             None
         }
     }

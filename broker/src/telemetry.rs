@@ -18,7 +18,8 @@ use crate::session::now_or_never;
 /// What every session needs to hand telemetry to ingest.
 #[derive(Debug)]
 pub(crate) struct Telemetry {
-    pub(crate) handle: IngestHandle,
+    /// `None` with `[ingest] enabled = false`: nothing is ingested.
+    pub(crate) handle: Option<IngestHandle>,
     filter: String,
     durable: bool,
     /// `gatehouse_puback_withheld_total{reason}`.
@@ -27,14 +28,14 @@ pub(crate) struct Telemetry {
 
 impl Telemetry {
     pub(crate) fn new(
-        handle: IngestHandle,
+        handle: Option<IngestHandle>,
         settings: &IngestSettings,
         withheld: IntCounterVec,
     ) -> Telemetry {
         Telemetry {
+            durable: handle.is_some() && settings.ack == AckMode::Durable,
             handle,
             filter: settings.topic_filter.clone(),
-            durable: settings.ack == AckMode::Durable,
             withheld,
         }
     }

@@ -439,3 +439,36 @@ fn ingest_that_cannot_start_stops_serve_with_one_clear_line() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_disabled_stores_nothing_and_still_acks() {
+    let pki = Pki::generate();
+    let mut b = BrokerProcess::start(
+        exe(),
+        &pki,
+        "[ingest]\nenabled = false\nack = \"durable\"\n",
+    );
+    let mut c = connect_v4(b.mqtt, &pki, Some(&pki.operational), GATEWAY_CODE, |_| {})
+        .await
+        .expect("connects");
+    c.client
+        .publish(
+            format!("telemetry/{GATEWAY_CODE}/data"),
+            QoS::AtLeastOnce,
+            false,
+            r#"{"seq":1}"#,
+        )
+        .await
+        .unwrap();
+    // ack = "durable" has nothing to wait for: the PUBACK comes at once.
+    c.wait_for(LONG, |p| matches!(p, Packet::PubAck(_)).then_some(()))
+        .await
+        .unwrap()
+        .expect("PUBACK with ingest disabled");
+    assert!(b.log().contains("[ingest] enabled = false"), "{}", b.log());
+    let metrics = b.http_get("/metrics").expect("metrics");
+    assert!(!metrics.contains("gatehouse_ingest_"), "{metrics}");
+    assert!(b.terminate(LONG).success());
+    assert!(!b.data_dir.join("telemetry.db").exists());
+    assert!(!b.data_dir.join("spool").exists());
+}

@@ -55,6 +55,7 @@ pub(crate) struct RawIngest {
     pub retry_max: Option<String>,
     pub connect_timeout: Option<String>,
     pub write_timeout: Option<String>,
+    pub enabled: Option<bool>,
     pub ack: Option<String>,
     pub chunk_interval: Option<String>,
 }
@@ -99,6 +100,8 @@ pub struct IngestSettings {
     /// Longest a batch write (or ledger lookup) may take before the database
     /// is treated as down and the batch is spooled.
     pub write_timeout: Duration,
+    /// Whether telemetry is ingested at all (both shapes); default `true`.
+    pub enabled: bool,
     pub ack: AckMode,
     /// TimescaleDB hypertable chunk interval.
     pub chunk_interval: Duration,
@@ -363,6 +366,7 @@ impl Validator<'_> {
                 raw.write_timeout,
                 WRITE_TIMEOUT,
             )?,
+            enabled: raw.enabled.unwrap_or(true),
             ack,
             chunk_interval: self.duration(
                 "ingest.chunk_interval",

@@ -13,27 +13,14 @@ use crate::load::Validator;
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawPlugin {
     pub metrics: Option<String>,
-    pub ingest: Option<bool>,
 }
 
 /// `[plugin]`: the Mosquitto plugin's own settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PluginSettings {
     /// Address of the plugin's Prometheus `/metrics` listener (plain HTTP,
     /// served from a background thread inside Mosquitto); `None` = off (default).
     pub metrics: Option<SocketAddr>,
-    /// Whether the plugin ingests telemetry (`[ingest]`); default `true`.
-    /// `false` leaves Mosquitto with identity, topic rules and live CRL only.
-    pub ingest: bool,
-}
-
-impl Default for PluginSettings {
-    fn default() -> PluginSettings {
-        PluginSettings {
-            metrics: None,
-            ingest: true,
-        }
-    }
 }
 
 impl Validator<'_> {
@@ -49,9 +36,6 @@ impl Validator<'_> {
                 )
             })?),
         };
-        Ok(PluginSettings {
-            metrics,
-            ingest: raw.ingest.unwrap_or(true),
-        })
+        Ok(PluginSettings { metrics })
     }
 }

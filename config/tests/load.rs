@@ -340,10 +340,10 @@ fn mqtt_limits_are_checked() {
 #[test]
 fn plugin_metrics_address() {
     assert_eq!(Config::defaults().plugin.metrics, None);
-    assert!(Config::defaults().plugin.ingest);
-    assert!(!parse("[plugin]\ningest = false\n").unwrap().plugin.ingest);
-    let e = err("[plugin]\ningest = \"no\"\n");
-    assert_eq!(e.key(), Some("plugin.ingest"));
+    assert!(Config::defaults().ingest.enabled);
+    assert!(!parse("[ingest]\nenabled = false\n").unwrap().ingest.enabled);
+    let e = err("[ingest]\nenabled = \"no\"\n");
+    assert_eq!(e.key(), Some("ingest.enabled"));
     let c = parse("[plugin]\nmetrics = \"127.0.0.1:9091\"\n").unwrap();
     assert_eq!(c.plugin.metrics, Some("127.0.0.1:9091".parse().unwrap()));
     assert_eq!(

@@ -149,10 +149,10 @@ impl Plugin {
             None => None,
         };
         metrics.crl_status(&revocation.status());
-        let telemetry = if config.plugin.ingest {
+        let telemetry = if config.ingest.enabled {
             Some(Telemetry::start(&config.ingest, metrics.registry())?)
         } else {
-            tracing::info!("[plugin] ingest = false: telemetry is not stored by this broker");
+            tracing::info!("[ingest] enabled = false: telemetry is not stored by this broker");
             None
         };
         let state = State {

@@ -448,14 +448,16 @@ fn ingest_can_be_turned_off_and_is_on_by_default() {
     let mut mosq = Mosquitto::start(
         &pki,
         &Options {
-            gatehouse_extra: format!("[plugin]\nmetrics = \"{addr}\"\ningest = false\n"),
+            gatehouse_extra: format!(
+                "[plugin]\nmetrics = \"{addr}\"\n\n[ingest]\nenabled = false\n"
+            ),
             ..Options::default()
         },
     );
     let metrics = http_get(&addr, "/metrics");
     assert!(!metrics.contains("gatehouse_ingest_"), "{metrics}");
     assert!(!pki.dir().join("gatehouse-data").exists());
-    assert!(mosq.log().contains("ingest = false"), "{}", mosq.log());
+    assert!(mosq.log().contains("enabled = false"), "{}", mosq.log());
     assert!(mosq.terminate().success());
 
     // Default: ingest runs (SQLite next to gatehouse.toml) and is measured.
