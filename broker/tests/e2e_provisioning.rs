@@ -411,11 +411,12 @@ async fn a_revocation_on_another_node_arrives_through_notify() {
 async fn the_sidecar_runs_alone_for_mosquitto_deployments() {
     let dir = tempfile::tempdir().unwrap();
     let device = format!("127.0.0.1:{}", free_port());
+    let metrics = format!("127.0.0.1:{}", free_port());
     let toml = dir.path().join("gatehouse.toml");
     std::fs::write(
         &toml,
         format!(
-            "[provisioning]\nlisten = \"{device}\"\nadmin_listen = \"127.0.0.1:{}\"\n",
+            "[listeners]\nmetrics = \"{metrics}\"\n\n[provisioning]\nlisten = \"{device}\"\nadmin_listen = \"127.0.0.1:{}\"\n",
             free_port()
         ),
     )
@@ -462,6 +463,23 @@ async fn the_sidecar_runs_alone_for_mosquitto_deployments() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    // Its metrics are served on [listeners] metrics.
+    let text = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&metrics).expect("metrics listener");
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    assert!(
+        text.contains("gatehouse_provisioning_register_requests_total{outcome=\"registered\"} 1"),
+        "{text}"
+    );
     let listed: Value =
         serde_json::from_str(&gatehouse(&["registrations", "list", "--json"])).unwrap();
     assert_eq!(listed[0]["mac"], "aa:bb:cc:dd:04:04", "{listed}");

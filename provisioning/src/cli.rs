@@ -169,7 +169,9 @@ pub enum CrlCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum ProvisioningCommand {
-    /// Run the device and admin APIs until Ctrl-C / SIGTERM.
+    /// Run the sidecar alone (next to Mosquitto + plugin): the device API
+    /// ([provisioning] listen), the admin API ([provisioning] admin_listen)
+    /// and Prometheus metrics ([listeners] metrics), until Ctrl-C / SIGTERM.
     Serve,
 }
 
@@ -231,13 +233,63 @@ async fn serve(config: &Config) -> anyhow::Result<()> {
         "provisioning: device API https://{}  admin API https://{}",
         sidecar.device_addr, sidecar.admin_addr
     );
+    let metrics = match config.listeners.metrics {
+        Some(addr) => {
+            let server = serve_metrics(addr, registry).await?;
+            println!("provisioning: metrics http://{addr}/metrics");
+            Some(server)
+        }
+        None => None,
+    };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
     sidecar.stop().await;
+    if let Some(m) = metrics {
+        m.abort();
+    }
     Ok(())
+}
+
+/// Prometheus text on `GET /metrics` at `[listeners] metrics` (the sidecar
+/// alone has no broker to serve them).
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    registry: prometheus::Registry,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!(
+            "cannot listen on [listeners] metrics = \"{addr}\" (pick a free address, or \"\" for none)"
+        )
+    })?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let registry = registry.clone();
+            async move {
+                let mut out = Vec::new();
+                let _ = prometheus::Encoder::encode(
+                    &prometheus::TextEncoder::new(),
+                    &registry.gather(),
+                    &mut out,
+                );
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
+                    out,
+                )
+            }
+        }),
+    );
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics listener stopped");
+        }
+    }))
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
