@@ -543,7 +543,7 @@ const HEADLINES: &[(&str, &[&str])] = &[
         "ingest",
         &[
             "rows/s end to end",
-            "publish rate",
+            "client send rate",
             "last row after last send",
             "rows missing",
         ],
