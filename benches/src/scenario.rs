@@ -46,7 +46,7 @@ impl Default for Params {
             qos1: false,
             rate: 0,
             inflight: 64,
-            messages: 100_000,
+            messages: 200_000,
             timeout: Duration::from_secs(5),
             spread_sources: true,
         }
