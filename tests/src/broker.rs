@@ -50,6 +50,18 @@ impl BrokerProcess {
         max_connections: usize,
         extra: &str,
     ) -> BrokerProcess {
+        Self::start_custom(exe, pki, max_connections, "50ms", extra)
+    }
+
+    /// [`BrokerProcess::start_with_limit`] with `tls.crl_poll_interval`
+    /// (e.g. `"250ms"`, the product default, for benchmarks).
+    pub fn start_custom(
+        exe: &Path,
+        pki: &Pki,
+        max_connections: usize,
+        crl_poll_interval: &str,
+        extra: &str,
+    ) -> BrokerProcess {
         let dir = tempfile::Builder::new()
             .prefix("gatehouse-broker-")
             .tempdir()
@@ -59,7 +71,7 @@ impl BrokerProcess {
         let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config = format!(
             "data_dir = {data:?}\n\n[tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {key:?}\ncrl = {crl:?}\n\
-             crl_poll_interval = \"50ms\"\nhandshake_timeout = \"2s\"\n\n\
+             crl_poll_interval = {crl_poll_interval:?}\nhandshake_timeout = \"2s\"\n\n\
              [listeners]\nmqtt = \"{mqtt}\"\nmetrics = \"{metrics}\"\nmax_connections = {max_connections}\ndrain_timeout = \"3s\"\n\n{extra}\n{sidecar}",
             data = data_dir,
             ca = pki.ca_path,

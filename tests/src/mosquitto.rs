@@ -97,6 +97,10 @@ pub struct Options {
     /// `use_identity_as_username true` (the baseline of the plugin-cost
     /// benchmark).
     pub plain_acl_file: Option<String>,
+    /// Extra `mosquitto.conf` lines (e.g. `set_tcp_nodelay true`).
+    pub extra_conf: String,
+    /// Log errors and warnings only (no line per connection: benchmarks).
+    pub quiet: bool,
 }
 
 /// A running Mosquitto (killed on drop).
@@ -144,7 +148,7 @@ fn write_files(pki: &Pki, port: u16, opts: &Options) -> (PathBuf, PathBuf) {
             format!(
                 "per_listener_settings false\nlistener {port} 127.0.0.1\ncafile {d}/ca.crt\n\
                  certfile {d}/server.crt\nkeyfile {d}/server.key\nrequire_certificate true\n\
-                 tls_version tlsv1.2\nuse_identity_as_username true\nacl_file {}\n",
+                 crlfile {d}/ca.crl\ntls_version tlsv1.2\nuse_identity_as_username true\nacl_file {}\n",
                 acl_path.display()
             )
         }
@@ -152,8 +156,13 @@ fn write_files(pki: &Pki, port: u16, opts: &Options) -> (PathBuf, PathBuf) {
     if opts.use_identity_as_username {
         conf.push_str("use_identity_as_username true\n");
     }
+    conf.push_str(&opts.extra_conf);
     // Test-only: stay root (the temp dir is private to root), log to stderr.
-    conf.push_str("\nuser root\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\nlog_timestamp_format %H:%M:%S\n");
+    conf.push_str("\nuser root\nlog_dest stderr\nlog_type error\nlog_type warning\n");
+    if !opts.quiet {
+        conf.push_str("log_type notice\nlog_type information\n");
+    }
+    conf.push_str("log_timestamp_format %H:%M:%S\n");
     let conf_path = dir.join(format!("mosquitto-{port}.conf"));
     std::fs::write(&conf_path, conf).expect("write mosquitto.conf");
     (conf_path, toml_path)
@@ -216,6 +225,11 @@ impl Mosquitto {
             port: self.port,
             ca_file: self.ca_path.clone(),
         }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Everything Mosquitto logged so far.

@@ -72,10 +72,6 @@ fn now() -> OffsetDateTime {
 impl Pki {
     /// Generates everything (ECDSA P-256) into a fresh temporary directory.
     pub fn generate() -> Pki {
-        let dir = tempfile::Builder::new()
-            .prefix("gatehouse-pki-")
-            .tempdir()
-            .expect("temp dir");
         let ca = Ca::generate(&CaOptions {
             common_name: "Gatehouse Test Fleet CA".into(),
             organization: Some("Gatehouse tests".into()),
@@ -83,6 +79,17 @@ impl Pki {
             key: KeyAlgorithm::EcdsaP256,
         })
         .expect("fleet CA");
+        Self::with_fleet_ca(ca)
+    }
+
+    /// Like [`Pki::generate`], but signed by an existing fleet CA (the
+    /// benchmarks keep one on disk so their gateway certificates can be
+    /// cached between runs).
+    pub fn with_fleet_ca(ca: Ca) -> Pki {
+        let dir = tempfile::Builder::new()
+            .prefix("gatehouse-pki-")
+            .tempdir()
+            .expect("temp dir");
         let other_ca = Ca::generate(&CaOptions {
             common_name: "Somebody Else's CA".into(),
             organization: None,

@@ -14,8 +14,7 @@ fn shared_options(use_identity_as_username: bool) -> Options {
     Options {
         use_identity_as_username,
         gatehouse_extra: ACL_TOML.to_string(),
-        gatehouse_toml: None,
-        plain_acl_file: None,
+        ..Options::default()
     }
 }
 

@@ -1,4 +1,4 @@
-//! `gatehouse-bench ingest`: telemetry rows/s into a private PostgreSQL,
+//! `gatehouse-bench ingest-sink`: telemetry rows/s into a private PostgreSQL,
 //! three ways in one run on the same generated rows:
 //!
 //! 1. **raw COPY** — the floor: rows pre-encoded in PostgreSQL's binary COPY
