@@ -53,13 +53,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging();
     let result = match cli.command {
         Command::Serve => serve(cli.config),
         Command::Provisioning(cmd) => provisioning(cli.config, cmd),
@@ -186,6 +180,29 @@ async fn start_sidecar(
     Sidecar::start(config, service)
         .await
         .context("cannot start the provisioning sidecar")
+}
+
+/// Logs to stderr, `RUST_LOG` or `info,rumqttd=warn`. rumqttd's router opens
+/// an ERROR-level span for every PUBLISH it routes (its events inside still
+/// get logged); recording those spans cost a quarter of the broker's CPU
+/// under load, so spans from rumqttd are never recorded.
+fn init_logging() {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let env = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn"));
+    let no_router_spans = tracing_subscriber::filter::filter_fn(|meta| {
+        !(meta.is_span() && meta.target().starts_with("rumqttd"))
+    });
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(env)
+                .with_filter(no_router_spans),
+        )
+        .init();
 }
 
 async fn shutdown_signal() {
