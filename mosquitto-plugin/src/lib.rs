@@ -55,16 +55,20 @@ struct Loaded {
     registered: Vec<(c_int, Callback, &'static str)>,
 }
 
-/// The callbacks registered at init.
-fn callbacks() -> Vec<(c_int, Callback, &'static str)> {
-    vec![
+/// The callbacks registered at init; MESSAGE only when the plugin ingests
+/// (Mosquitto then skips the per-message event entirely).
+fn callbacks(ingest: bool) -> Vec<(c_int, Callback, &'static str)> {
+    let mut list = vec![
         (event::BASIC_AUTH, on_basic_auth as Callback, "BASIC_AUTH"),
         (event::ACL_CHECK, on_acl_check as Callback, "ACL_CHECK"),
         (event::TICK, on_tick as Callback, "TICK"),
         (event::DISCONNECT, on_disconnect as Callback, "DISCONNECT"),
         (event::RELOAD, on_reload as Callback, "RELOAD"),
-        (event::MESSAGE, on_message as Callback, "MESSAGE"),
-    ]
+    ];
+    if ingest {
+        list.push((event::MESSAGE, on_message as Callback, "MESSAGE"));
+    }
+    list
 }
 
 /// Plugin API negotiation: Gatehouse speaks version 5 only.
@@ -125,12 +129,13 @@ pub unsafe extern "C" fn mosquitto_plugin_init(
                 return ffi::ERR_INVAL;
             }
         };
+        let ingest = plugin.ingests();
         let loaded = Box::into_raw(Box::new(Loaded {
             id,
             plugin,
             registered: Vec::new(),
         }));
-        for (ev, cb, name) in callbacks() {
+        for (ev, cb, name) in callbacks(ingest) {
             let rc = id.register(ev, cb, loaded.cast());
             if rc != ffi::SUCCESS {
                 let e = error::PluginError::Register { event: name, rc };
@@ -152,8 +157,9 @@ pub unsafe extern "C" fn mosquitto_plugin_init(
         ffi::log(
             Level::Notice,
             &format!(
-                "gatehouse: plugin ready (config {}, CRL {}, metrics {})",
+                "gatehouse: plugin ready (config {}, ingest {}, CRL {}, metrics {})",
                 p.config_path().display(),
+                if ingest { "on" } else { "off" },
                 p.crl_path()
                     .map_or("off".into(), |c| c.display().to_string()),
                 p.metrics_addr()

@@ -183,6 +183,11 @@ impl Plugin {
         self.server.as_ref().map(MetricsServer::addr)
     }
 
+    /// Whether telemetry ingest runs (`[ingest] enabled`).
+    pub(crate) fn ingests(&self) -> bool {
+        self.telemetry.is_some()
+    }
+
     pub(crate) fn crl_path(&self) -> Option<&Path> {
         self.watcher.as_ref().map(CrlWatcher::path)
     }

@@ -457,6 +457,7 @@ fn ingest_can_be_turned_off_and_is_on_by_default() {
     assert!(!metrics.contains("gatehouse_ingest_"), "{metrics}");
     assert!(!pki.dir().join("gatehouse-data").exists());
     assert!(mosq.log().contains("enabled = false"), "{}", mosq.log());
+    assert!(mosq.log().contains("ingest off"), "{}", mosq.log());
     assert!(mosq.terminate().success());
 
     // Default: ingest runs (SQLite next to gatehouse.toml) and is measured.
@@ -472,5 +473,6 @@ fn ingest_can_be_turned_off_and_is_on_by_default() {
     let metrics = http_get(&addr, "/metrics");
     assert!(metrics.contains("gatehouse_ingest_"), "{metrics}");
     assert!(pki.dir().join("gatehouse-data/spool").is_dir());
+    assert!(mosq.log().contains("ingest on"), "{}", mosq.log());
     assert!(mosq.terminate().success(), "{}", mosq.log());
 }
