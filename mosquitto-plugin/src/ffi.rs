@@ -78,12 +78,19 @@ pub(crate) fn log(level: Level, message: &str) {
 /// # Safety
 /// `ptr` is NULL or points to a NUL-terminated string valid for the call.
 unsafe fn string_from(ptr: *const std::os::raw::c_char) -> Option<String> {
+    // SAFETY: the same contract; the borrow ends here with the copy.
+    unsafe { str_from(ptr) }.map(str::to_owned)
+}
+
+/// # Safety
+/// As [`string_from`], and the returned borrow must not outlive the string
+/// (for Mosquitto's strings: the current callback).
+unsafe fn str_from<'a>(ptr: *const std::os::raw::c_char) -> Option<&'a str> {
     if ptr.is_null() {
         return None;
     }
     // SAFETY: non-null and NUL-terminated per this function's contract.
-    let s = unsafe { CStr::from_ptr(ptr) };
-    s.to_str().ok().map(str::to_owned)
+    unsafe { CStr::from_ptr(ptr) }.to_str().ok()
 }
 
 /// A borrowed `struct mosquitto *` handed to a callback; valid for the
@@ -112,6 +119,20 @@ impl Client {
         // SAFETY: `self.ptr` is a live client (see `from_raw`); the returned
         // string is owned by Mosquitto and copied before the callback returns.
         unsafe { string_from(sys::mosquitto_client_id(self.ptr)) }
+    }
+
+    /// The client id without copying it (the hot ACL path); the borrow
+    /// lasts no longer than this `Client`, i.e. the callback.
+    pub(crate) fn id_str(&self) -> Option<&str> {
+        // SAFETY: `self.ptr` is a live client (see `from_raw`); the string is
+        // Mosquitto's and outlives the callback this `Client` belongs to.
+        unsafe { str_from(sys::mosquitto_client_id(self.ptr)) }
+    }
+
+    /// The username without copying it; as [`Client::id_str`].
+    pub(crate) fn username_str(&self) -> Option<&str> {
+        // SAFETY: as for `id_str`.
+        unsafe { str_from(sys::mosquitto_client_username(self.ptr)) }
     }
 
     /// The username Mosquitto holds for this client.
@@ -291,37 +312,40 @@ impl Access {
     }
 }
 
-/// The client and a copy of the topic of an event; `None` if either is NULL.
+/// The client and the topic bytes of an event; `None` if either is NULL.
 ///
 /// # Safety
 /// `client` and `topic` are NULL or the pointers of the current callback's
-/// event struct (a live client; a NUL-terminated string owned by Mosquitto).
-unsafe fn client_and_topic(
+/// event struct (a live client; a NUL-terminated string owned by Mosquitto),
+/// and the topic borrow ends before the callback returns.
+unsafe fn client_and_topic<'a>(
     client: *mut sys::mosquitto,
     topic: *const std::os::raw::c_char,
-) -> Option<(Client, Vec<u8>)> {
+) -> Option<(Client, &'a [u8])> {
     // SAFETY: per the contract, valid for this callback.
     let client = unsafe { Client::from_raw(client) }?;
     if topic.is_null() {
         return None;
     }
     // SAFETY: non-null topic is a NUL-terminated string owned by Mosquitto.
-    let topic = unsafe { CStr::from_ptr(topic) }.to_bytes().to_vec();
+    let topic = unsafe { CStr::from_ptr(topic) }.to_bytes();
     Some((client, topic))
 }
 
 /// Decoded `mosquitto_evt_acl_check`.
 #[derive(Debug)]
-pub(crate) struct AclCheck {
+pub(crate) struct AclCheck<'a> {
     pub(crate) client: Client,
     pub(crate) access: Access,
-    /// Raw topic bytes (validated as UTF-8 by the ACL).
-    pub(crate) topic: Vec<u8>,
+    /// Raw topic bytes (validated as UTF-8 by the ACL), borrowed from
+    /// Mosquitto for the callback.
+    pub(crate) topic: &'a [u8],
 }
 
 /// # Safety
-/// `data` is NULL or the `mosquitto_evt_acl_check*` of the current callback.
-pub(crate) unsafe fn acl_check_event(data: *mut c_void) -> Option<AclCheck> {
+/// `data` is NULL or the `mosquitto_evt_acl_check*` of the current callback,
+/// and the result is dropped before the callback returns.
+pub(crate) unsafe fn acl_check_event<'a>(data: *mut c_void) -> Option<AclCheck<'a>> {
     let ev = data.cast::<sys::mosquitto_evt_acl_check>();
     if ev.is_null() {
         return None;
@@ -392,7 +416,7 @@ pub(crate) unsafe fn message_event(data: *mut c_void) -> Option<Message> {
     };
     Some(Message {
         client,
-        topic,
+        topic: topic.to_vec(),
         payload,
     })
 }

@@ -264,7 +264,7 @@ impl Plugin {
     }
 
     /// MOSQ_EVT_ACL_CHECK.
-    pub(crate) fn acl_check(&self, check: AclCheck) -> Rc {
+    pub(crate) fn acl_check(&self, check: AclCheck<'_>) -> Rc {
         let action = match check.access {
             Access::Write => Action::Publish,
             Access::Read => Action::Receive,
@@ -274,43 +274,44 @@ impl Plugin {
             Access::Other(_) => return ffi::ERR_ACL_DENIED,
         };
         let client = check.client;
-        let Some(client_id) = client.id() else {
+        // Borrowed, not copied: this runs for every publish and every
+        // delivery.
+        let Some(client_id) = client.id_str() else {
             return ffi::ERR_ACL_DENIED;
         };
         let mut state = self.state();
-        let cached = state
-            .sessions
-            .get(&client_id)
-            .is_some_and(|s| s.key == client.key() && s.username == client.username());
+        let cached = state.sessions.get(client_id).is_some_and(|s| {
+            s.key == client.key() && s.username.as_deref() == client.username_str()
+        });
         if !cached {
             // use_identity_as_username: Mosquitto skipped BASIC_AUTH, so this
             // is the first time the plugin sees the client.
             if state.refused.contains(&client.key()) {
                 return ffi::ERR_ACL_DENIED;
             }
-            match self.identify(&state.rules, &client, &client_id) {
+            match self.identify(&state.rules, &client, client_id) {
                 Ok(identity) => {
                     self.metrics.handshakes.with_label_values(&["ok"]).inc();
-                    self.insert(&mut state, &client, client_id.clone(), identity);
+                    self.insert(&mut state, &client, client_id.to_owned(), identity);
                 }
                 Err(why) => {
                     state.refused.insert(client.key());
-                    state.pending_kicks.push(client_id.clone());
+                    state.pending_kicks.push(client_id.to_owned());
                     drop(state);
-                    self.refuse_log(&client_id, "at its first request", &why);
+                    self.refuse_log(client_id, "at its first request", &why);
                     return ffi::ERR_ACL_DENIED;
                 }
             }
         }
-        let Some(session) = state.sessions.get(&client_id) else {
+        let Some(session) = state.sessions.get(client_id) else {
             return ffi::ERR_ACL_DENIED;
         };
         // A revoked session is refused even before the TICK that kicks it.
         if self.revocation.current().contains(&session.serial) {
             return ffi::ERR_ACL_DENIED;
         }
-        let subject = Subject::new(session.kind, &session.cn, &client_id);
-        let decision = state.rules.acl.decide_bytes(&subject, action, &check.topic);
+        let subject = Subject::new(session.kind, &session.cn, client_id);
+        let decision = state.rules.acl.decide_bytes(&subject, action, check.topic);
         if decision.is_allowed() {
             ffi::SUCCESS
         } else {
