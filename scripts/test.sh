@@ -18,17 +18,8 @@ APT_PACKAGES=(gcc pkg-config ca-certificates postgresql util-linux procps
     # the broker and its command-line clients for the end-to-end tests.
     mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev libclang-dev libssl-dev)
 
-missing=()
-for pkg in "${APT_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    log "installing missing system packages: ${missing[*]}"
-    SUDO=""
-    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    $SUDO apt-get update -q
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
+. scripts/ensure-packages.sh
+ensure_packages "${APT_PACKAGES[@]}"
 
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy
