@@ -208,7 +208,9 @@ impl Mosquitto {
             if let Some(status) = m.child.try_wait().expect("wait mosquitto") {
                 return Err(format!("exited with {status}\n{}", m.log()));
             }
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            // Not just "something answers on the port": parallel tests pick
+            // free ports too, so the listener must be this Mosquitto's.
+            if listens_on(m.child.id(), port) {
                 return Ok(m);
             }
             if Instant::now() > deadline {
@@ -290,4 +292,31 @@ impl Drop for Mosquitto {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether process `pid` holds a TCP socket listening on `port` (from
+/// `/proc/<pid>/fd` and `/proc/net/tcp{,6}`).
+fn listens_on(pid: u32, port: u16) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    let inodes: std::collections::HashSet<String> = fds
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|target| {
+            let t = target.to_string_lossy();
+            Some(t.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    let want = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+        std::fs::read_to_string(table)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .any(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                // local_address, state 0A = LISTEN, inode
+                f.len() > 9 && f[1].ends_with(&want) && f[3] == "0A" && inodes.contains(f[9])
+            })
+    })
 }
