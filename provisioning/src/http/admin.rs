@@ -321,6 +321,16 @@ struct RevokeBody {
     notes: Option<String>,
 }
 
+/// The body of a revoke request and its RFC 5280 reason (default
+/// unspecified); a 400 response when either is malformed.
+fn revoke_request(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(RevokeBody, RevocationReason), Response> {
+    let b: RevokeBody = json_body(body)?;
+    let reason = reason(&b)?;
+    Ok((b, reason))
+}
+
 fn reason(b: &RevokeBody) -> Result<RevocationReason, Response> {
     match &b.reason {
         None => Ok(RevocationReason::Unspecified),
@@ -335,11 +345,7 @@ async fn revoke_certificate(
     Path(id): Path<i64>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let b: RevokeBody = match json_body(body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let reason = match reason(&b) {
+    let (b, reason) = match revoke_request(body) {
         Ok(r) => r,
         Err(r) => return r,
     };
@@ -393,11 +399,7 @@ async fn revoke_bootstrap(
     Path(id): Path<i64>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let b: RevokeBody = match json_body(body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let reason = match reason(&b) {
+    let (b, reason) = match revoke_request(body) {
         Ok(r) => r,
         Err(r) => return r,
     };
