@@ -18,9 +18,11 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 use tokio_rustls::server::TlsStream;
 
+use crate::quota::TopicWindow;
 use crate::server::Shared;
 use crate::session::Session;
 use crate::tls::HandshakeResult;
+use crate::validate::{self, Violation};
 use crate::wire::{self, Codec, ConnectPeek, Version};
 
 type Io = TlsStream<TcpStream>;
@@ -98,7 +100,7 @@ pub(crate) async fn serve(tcp: TcpStream, peer: std::net::SocketAddr, shared: Ar
                 .protocol_errors
                 .with_label_values(&[reason])
                 .inc();
-            tracing::info!(%peer, cn = %identity.cn, reason, "connection closed before a valid CONNECT");
+            tracing::info!(%peer, cn = ?identity.cn, reason, "connection closed before a valid CONNECT");
             conn.close().await;
             return;
         }
@@ -173,26 +175,43 @@ impl Conn {
         };
         let mut codec = Codec::new(version);
         let max = self.shared.config.mqtt.max_packet_size;
-        loop {
-            match codec.read(&mut self.rbuf, max) {
-                Ok(Packet::Connect(connect, props, will, _will_props, _login)) => {
-                    return Ok(ConnectPacket {
-                        codec,
-                        connect,
-                        will,
-                        props,
-                    });
-                }
-                Ok(_) => return Err("not_connect"),
-                Err(rumqttd::protocol::Error::InsufficientBytes(_)) => {
-                    self.read_more(deadline).await?
-                }
-                Err(rumqttd::protocol::Error::PayloadSizeLimitExceeded(_)) => {
-                    return Err("packet_too_large");
-                }
-                Err(_) => return Err("malformed"),
+        let frame_len = loop {
+            match validate::fixed_header(version, &self.rbuf, max, true) {
+                Ok(Some(h)) if self.rbuf.len() >= h.frame_len => break h.frame_len,
+                Ok(_) => self.read_more(deadline).await?,
+                Err(v) => return Err(self.refuse_invalid_connect(version, v).await),
             }
+        };
+        if let Err(v) = validate::frame(version, &self.rbuf[..frame_len]) {
+            return Err(self.refuse_invalid_connect(version, v).await);
         }
+        // Only the CONNECT frame: what follows it stays buffered for the
+        // session (a client may send before the CONNACK).
+        match codec.read(&mut self.rbuf, max) {
+            Ok(Packet::Connect(connect, props, will, _will_props, _login)) => Ok(ConnectPacket {
+                codec,
+                connect,
+                will,
+                props,
+            }),
+            Ok(_) => Err("not_connect"),
+            Err(_) => Err("malformed"),
+        }
+    }
+
+    /// A CONNECT that breaks the protocol: MQTT 5 gets a CONNACK with the
+    /// reason (0x81 malformed, 0x82 protocol error, 0x95 too large), 3.1.1
+    /// only the close the spec asks for. Returns the metric label.
+    async fn refuse_invalid_connect(&mut self, version: Version, v: Violation) -> &'static str {
+        if version == Version::V5 {
+            let code = match v.code {
+                0x81 | 0x82 | 0x95 => v.code,
+                _ => 0x82,
+            };
+            self.wbuf.extend_from_slice(&[0x20, 0x03, 0x00, code, 0x00]);
+            let _ = self.flush().await;
+        }
+        v.label
     }
 
     pub(crate) async fn flush(&mut self) -> std::io::Result<()> {
@@ -264,7 +283,7 @@ impl Conn {
                 Err(e) => e.to_string(),
                 Ok(()) => format!("client id {client_id:?} is empty or holds one of + # / $"),
             };
-            tracing::warn!(peer = %self.peer, cn = %identity.cn, kind = %identity.kind, client_id = %client_id, why, "CONNECT refused: client id");
+            tracing::warn!(peer = %self.peer, cn = ?identity.cn, kind = %identity.kind, client_id = ?client_id, why, "CONNECT refused: client id");
             self.refuse_connect(
                 &codec,
                 ConnectReturnCode::ClientIdentifierNotValid,
@@ -285,7 +304,7 @@ impl Conn {
                     .acl_denials
                     .with_label_values(&[identity.kind.as_str(), "publish"])
                     .inc();
-                tracing::warn!(client_id = %client_id, "CONNECT refused: will topic: {}", shared.acl.explain_decision(&subject, Action::Publish, &topic, decision));
+                tracing::warn!(client_id = ?client_id, "CONNECT refused: will topic: {}", shared.acl.explain_decision(&subject, Action::Publish, &topic, decision));
                 self.refuse_connect(
                     &codec,
                     ConnectReturnCode::NotAuthorized,
@@ -341,10 +360,11 @@ impl Conn {
             Ok(Err(e)) => Err(format!("router refused the session: {e}")),
             Err(e) => Err(format!("router link task failed: {e}")),
         };
+        shared.health.router_refusing(failure.is_err());
         let (link_tx, link_rx, notification) = match failure {
             Ok(l) => l,
             Err(why) => {
-                tracing::error!(client_id = %client_id, "{why}");
+                tracing::error!(client_id = ?client_id, "{why}");
                 self.refuse_connect(
                     &codec,
                     ConnectReturnCode::ServerBusy,
@@ -401,6 +421,13 @@ impl Conn {
             withheld: 0,
             violations: 0,
             client_max_packet,
+            clean,
+            topics: TopicWindow::new(shared.config.mqtt.max_new_topics_per_minute),
+            partial_held: 0,
+            partial_since: None,
+            quota_logged: Default::default(),
+            router_released: false,
+            finished: false,
         };
         Some(session)
     }

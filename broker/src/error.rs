@@ -59,6 +59,23 @@ pub enum BrokerError {
     #[error("cannot start telemetry ingest: {0}")]
     Ingest(#[from] gatehouse_ingest::IngestError),
 
+    #[error(
+        "the server key {key} does not belong to the server certificate {cert} ({reason}); point [tls] cert and key at a matching pair"
+    )]
+    KeyMismatch {
+        cert: PathBuf,
+        key: PathBuf,
+        reason: String,
+    },
+
+    #[error(
+        "the MQTT router thread died (a panic inside rumqttd); gatehouse stopped after flushing ingest so its supervisor can restart it"
+    )]
+    RouterDied,
+
+    #[error("cannot start the MQTT router: {0}")]
+    RouterStart(String),
+
     #[error("metrics setup failed: {0}")]
     Metrics(#[from] prometheus::Error),
 }

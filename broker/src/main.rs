@@ -54,6 +54,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    gatehouse_broker::install_panic_hook();
     let result = match cli.command {
         Command::Serve => serve(cli.config),
         Command::Provisioning(cmd) => provisioning(cli.config, cmd),

@@ -30,6 +30,11 @@ pub struct Metrics {
     pub protocol_errors: IntCounterVec,
     pub tls_reloads: IntCounterVec,
     pub puback_withheld: IntCounterVec,
+    pub session_panics: IntCounter,
+    pub router_failures: IntCounter,
+    pub accept_errors: IntCounter,
+    pub quota_exceeded: IntCounterVec,
+    pub partial_bytes: IntGauge,
     crl_reloads: IntCounterVec,
     crl_stale: IntGauge,
     crl_entries: IntGauge,
@@ -154,6 +159,32 @@ impl Metrics {
                 "QoS 1 PUBACKs not sent because ingest could not make the message durable (ingest.ack = \"durable\"), by reason",
                 &["reason"],
             )?,
+            session_panics: counter(
+                &r,
+                "gatehouse_session_panics_total",
+                "Connection tasks that panicked (the connection was closed and its state released)",
+            )?,
+            router_failures: counter(
+                &r,
+                "gatehouse_router_failures_total",
+                "Times the MQTT router thread died (the broker then exits for its supervisor to restart it)",
+            )?,
+            accept_errors: counter(
+                &r,
+                "gatehouse_accept_errors_total",
+                "Failed accept() calls on the MQTT listener (out of file descriptors and the like)",
+            )?,
+            quota_exceeded: counter_vec(
+                &r,
+                "gatehouse_quota_exceeded_total",
+                "Client requests refused by a per-client limit of [mqtt], by quota",
+                &["quota"],
+            )?,
+            partial_bytes: gauge(
+                &r,
+                "gatehouse_partial_packet_bytes",
+                "Bytes held in packets not yet complete, over all sessions (bounded by mqtt.max_partial_bytes)",
+            )?,
             crl_reloads: counter_vec(
                 &r,
                 "gatehouse_crl_reloads_total",
@@ -180,6 +211,9 @@ impl Metrics {
             for action in ["publish", "subscribe", "receive"] {
                 m.acl_denials.with_label_values(&[kind.as_str(), action]);
             }
+        }
+        for quota in crate::quota::Quota::ALL {
+            m.quota_exceeded.with_label_values(&[quota.as_str()]);
         }
         for result in ["ok", "failed"] {
             m.crl_reloads.with_label_values(&[result]);
@@ -217,6 +251,7 @@ impl Metrics {
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
+    health: Arc<crate::health::Health>,
     revocation: Option<RevocationHandle>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
@@ -238,7 +273,21 @@ pub(crate) async fn serve(
                 }
             }),
         )
-        .route("/healthz", get(|| async { "ok\n" }));
+        .route(
+            "/healthz",
+            get(move || {
+                let health = health.clone();
+                async move {
+                    match health.problem() {
+                        None => (axum::http::StatusCode::OK, "ok\n".to_owned()),
+                        Some(why) => (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            format!("unhealthy: {why}\n"),
+                        ),
+                    }
+                }
+            }),
+        );
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -24,6 +24,10 @@ pub enum DisconnectReason {
     TakenOver,
     /// The broker is shutting down.
     Shutdown,
+    /// Went past a per-client limit of `[mqtt]`.
+    QuotaExceeded,
+    /// The session's task failed (a panic, caught and cleaned up).
+    InternalError,
 }
 
 impl DisconnectReason {
@@ -37,6 +41,8 @@ impl DisconnectReason {
             DisconnectReason::Revoked => "revoked",
             DisconnectReason::TakenOver => "taken_over",
             DisconnectReason::Shutdown => "shutdown",
+            DisconnectReason::QuotaExceeded => "quota_exceeded",
+            DisconnectReason::InternalError => "internal_error",
         }
     }
 }
@@ -71,8 +77,8 @@ impl PresenceSink for LogPresence {
     fn on_connect(&self, e: &PresenceEvent) {
         tracing::info!(
             gateway = e.gateway.as_deref().unwrap_or("-"),
-            cn = %e.cn,
-            client_id = %e.client_id,
+            cn = ?e.cn,
+            client_id = ?e.client_id,
             kind = %e.kind,
             serial = %e.serial,
             at = %e.at,
@@ -83,8 +89,8 @@ impl PresenceSink for LogPresence {
     fn on_disconnect(&self, e: &PresenceEvent) {
         tracing::info!(
             gateway = e.gateway.as_deref().unwrap_or("-"),
-            cn = %e.cn,
-            client_id = %e.client_id,
+            cn = ?e.cn,
+            client_id = ?e.client_id,
             kind = %e.kind,
             serial = %e.serial,
             at = %e.at,

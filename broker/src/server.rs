@@ -15,8 +15,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, broadcast, mpsc};
 
 use crate::error::BrokerError;
+use crate::guard::{CatchUnwind, GaugeGuard};
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::presence::PresenceSink;
+use crate::quota::{ClientBook, PartialBudget};
 use crate::registry::{Control, Registry};
 use crate::router::RouterHandle;
 use crate::telemetry::Telemetry;
@@ -36,6 +39,11 @@ pub(crate) struct Shared {
     pub(crate) registry: Arc<Registry>,
     pub(crate) presence: Arc<dyn PresenceSink>,
     pub(crate) telemetry: Telemetry,
+    pub(crate) health: Arc<Health>,
+    /// Subscriptions and retained messages per client (`[mqtt]` limits).
+    pub(crate) book: ClientBook,
+    /// Bytes of incomplete packets over all sessions.
+    pub(crate) partial: PartialBudget,
 }
 
 /// The sockets `gatehouse serve` listens on.
@@ -73,6 +81,7 @@ pub async fn run(
     registry: prometheus::Registry,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), BrokerError> {
+    crate::limits::check_at_start(&config);
     let metrics = Arc::new(Metrics::new(registry)?);
     let tls = Arc::new(TlsStore::load(
         &config.tls.ca,
@@ -106,14 +115,23 @@ pub async fn run(
         tracing::info!("[ingest] enabled = false: telemetry is not stored by this broker");
         (None, None)
     };
+    let (router, router_watch) =
+        RouterHandle::start(config.listeners.max_connections).map_err(BrokerError::RouterStart)?;
+    let health = Arc::new(Health::default());
     let shared = Arc::new(Shared {
+        health: health.clone(),
+        book: ClientBook::new(
+            config.mqtt.max_subscriptions_per_client,
+            config.mqtt.max_retained_per_client,
+        ),
+        partial: PartialBudget::new(config.mqtt.max_partial_bytes),
         telemetry: Telemetry::new(ingest, &config.ingest, metrics.puback_withheld.clone()),
         acl,
         policy: ClientIdPolicy::new(&config.identity),
         classifier,
         revocation: revocation.clone(),
         tls: tls.clone(),
-        router: RouterHandle::start(config.listeners.max_connections),
+        router,
         metrics: metrics.clone(),
         registry: Arc::new(Registry::default()),
         presence,
@@ -149,6 +167,7 @@ pub async fn run(
         background.spawn(crate::metrics::serve(
             listener,
             metrics.clone(),
+            health.clone(),
             watcher.as_ref().map(|w| w.handle()),
             async {
                 let _ = metrics_stopped.await;
@@ -161,16 +180,26 @@ pub async fn run(
     // Every connection task holds a clone; `recv` returns None once all are gone.
     let (alive, mut drained) = mpsc::channel::<()>(1);
     let limit = Arc::new(Semaphore::new(shared.config.listeners.max_connections));
+    let mut router_died = false;
     {
         let mut shutdown = std::pin::pin!(shutdown);
+        let mut router_watch = std::pin::pin!(router_watch.died());
         loop {
             let (tcp, peer) = tokio::select! {
                 _ = &mut shutdown => break,
+                _ = &mut router_watch => {
+                    router_died = true;
+                    health.router_died();
+                    metrics.router_failures.inc();
+                    tracing::error!("the MQTT router thread has died (a panic inside rumqttd); every session is cut. Stopping: ingest is flushed, then gatehouse exits non-zero so its supervisor restarts it");
+                    break;
+                }
                 accepted = listeners.mqtt.accept() => match accepted {
                     Ok(a) => a,
                     Err(e) => {
                         // Out of file descriptors and the like: back off.
-                        tracing::error!(error = %e, "accept failed");
+                        metrics.accept_errors.inc();
+                        tracing::error!(error = %e, "accept failed (gatehouse_accept_errors_total; if it says 'Too many open files', raise LimitNOFILE / ulimit -n above listeners.max_connections)");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
@@ -185,11 +214,16 @@ pub async fn run(
             let shared = shared.clone();
             let alive = alive.clone();
             tokio::spawn(async move {
-                shared.metrics.connections_open.inc();
-                crate::admission::serve(tcp, peer, shared.clone()).await;
-                shared.metrics.connections_open.dec();
-                drop(permit);
-                drop(alive);
+                // Released however the task ends, a panic included.
+                let _open = GaugeGuard::new(shared.metrics.connections_open.clone());
+                let _permit = permit;
+                let _alive = alive;
+                if let Err(panic) =
+                    CatchUnwind::new(crate::admission::serve(tcp, peer, shared.clone())).await
+                {
+                    shared.metrics.session_panics.inc();
+                    tracing::error!(%peer, panic, "connection task panicked; its connection is closed and its session state released (gatehouse_session_panics_total)");
+                }
             });
         }
     }
@@ -219,6 +253,9 @@ pub async fn run(
     background.abort_all();
     if let Some(w) = watcher {
         w.stop();
+    }
+    if router_died {
+        return Err(BrokerError::RouterDied);
     }
     Ok(())
 }

@@ -7,6 +7,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::pin;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -27,14 +28,20 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::admission::Conn;
+use crate::guard::GaugeGuard;
 use crate::presence::{DisconnectReason, PresenceEvent};
+use crate::quota::{Quota, TopicWindow};
 use crate::registry::Control;
 use crate::server::Shared;
 use crate::telemetry::{HeldAcks, Release, Telemetry, withheld_reason};
 
 /// Most router notifications handled per wake-up before writing.
 const NOTIFICATION_BATCH: usize = 256;
+use crate::validate::{self, Violation};
 use crate::wire::{self, Codec, Version};
+
+/// A read buffer grown past this by a large packet is given back once empty.
+const RBUF_KEEP: usize = 64 * 1024;
 
 /// An admitted MQTT session.
 pub(crate) struct Session {
@@ -67,20 +74,74 @@ pub(crate) struct Session {
     pub(crate) deny_publish: IntCounter,
     pub(crate) deny_subscribe: IntCounter,
     pub(crate) deny_receive: IntCounter,
+    /// The client asked for a clean session (3.1.1 clean session / v5 clean start).
+    pub(crate) clean: bool,
+    /// Distinct topics published to this minute (`mqtt.max_new_topics_per_minute`).
+    pub(crate) topics: TopicWindow,
+    /// Bytes of an incomplete packet this session holds in the shared budget.
+    pub(crate) partial_held: usize,
+    /// When the incomplete packet in the read buffer started arriving.
+    pub(crate) partial_since: Option<Instant>,
+    /// Quotas already reported in this session's log (once each).
+    pub(crate) quota_logged: AtomicU8,
+    /// The router has been told the session ended (will and DISCONNECT).
+    pub(crate) router_released: bool,
+    /// `finish` ran to its end (presence and client book updated).
+    pub(crate) finished: bool,
+}
+
+impl Drop for Session {
+    /// Runs when the session ends without `finish` (a panic unwound through
+    /// its task): the router gets the will and a DISCONNECT so the slot is
+    /// freed, presence hears of the end, and the shared budgets are released.
+    fn drop(&mut self) {
+        let shared = self.conn.shared.clone();
+        if self.partial_held > 0 {
+            shared.partial.resize(self.partial_held, 0);
+            self.partial_held = 0;
+            shared
+                .metrics
+                .partial_bytes
+                .set(shared.partial.held() as i64);
+        }
+        if !self.router_released {
+            self.router_released = true;
+            self.to_router.clear();
+            if let Some(will) = self.will.take() {
+                self.to_router
+                    .push(Packet::Publish(will_publish(&will), None));
+            }
+            self.to_router.push(Packet::Disconnect(
+                Disconnect {
+                    reason_code: DisconnectReasonCode::NormalDisconnection,
+                },
+                None,
+            ));
+            // LinkTx::send does not wait: one poll completes it.
+            let _ = now_or_never(self.send_to_router());
+        }
+        if !self.finished {
+            self.finished = true;
+            shared.book.session_end(&self.client_id, self.clean);
+            shared
+                .presence
+                .on_disconnect(&self.presence(Some(DisconnectReason::InternalError)));
+        }
+    }
 }
 
 /// How a session ends.
 struct End {
     reason: DisconnectReason,
-    /// v5 DISCONNECT reason code to send first.
-    send: Option<DisconnectReasonCode>,
+    /// v5 DISCONNECT reason code (the spec's byte) to send first.
+    send: Option<u8>,
     will: bool,
     /// The router already dropped the session.
     router_gone: bool,
 }
 
 impl End {
-    fn new(reason: DisconnectReason, send: Option<DisconnectReasonCode>, will: bool) -> End {
+    fn new(reason: DisconnectReason, send: Option<u8>, will: bool) -> End {
         End {
             reason,
             send,
@@ -120,21 +181,75 @@ impl Session {
     pub(crate) async fn run(mut self, mut control: mpsc::Receiver<Control>) {
         let kind = self.identity.kind.as_str();
         let shared = self.conn.shared.clone();
-        let active = shared.metrics.sessions_active.with_label_values(&[kind]);
-        active.inc();
+        // Released however the session ends, a panic included.
+        let _active = GaugeGuard::new(shared.metrics.sessions_active.with_label_values(&[kind]));
+        shared.book.session_start(&self.client_id, self.clean);
         shared.presence.on_connect(&self.presence(None));
-        let end = match self.flush(&mut control).await {
+        let end = match self.start(&mut control).await {
             Ok(()) => self.pump(&mut control).await,
             Err(end) => end,
         };
         self.finish(end).await;
-        active.dec();
+    }
+
+    /// Sends the CONNACK, then handles whatever the client sent in the same
+    /// reads as its CONNECT (MQTT lets a client send before the CONNACK).
+    async fn start(&mut self, control: &mut mpsc::Receiver<Control>) -> Result<(), End> {
+        self.flush(control).await?;
+        if !self.conn.rbuf.is_empty() {
+            self.received().await?;
+            self.flush(control).await?;
+        }
+        Ok(())
+    }
+
+    /// Handles the bytes just read; the keepalive restarts only when a
+    /// whole packet came in.
+    async fn received(&mut self) -> Result<usize, End> {
+        let packets = match self.incoming().await {
+            Ok(n) => n,
+            Err(end) => {
+                let _ = self.send_to_router().await;
+                return Err(end);
+            }
+        };
+        self.account_partial(packets > 0)?;
+        Ok(packets)
+    }
+
+    /// Tracks the incomplete packet left in the read buffer: its start (for
+    /// `mqtt.packet_timeout`) and its bytes in the shared budget
+    /// (`mqtt.max_partial_bytes`).
+    fn account_partial(&mut self, new_packet: bool) -> Result<(), End> {
+        let held = self.conn.rbuf.len();
+        if held == 0 {
+            self.partial_since = None;
+            if self.conn.rbuf.capacity() > RBUF_KEEP {
+                self.conn.rbuf = BytesMut::with_capacity(4096);
+            }
+        } else if new_packet || self.partial_since.is_none() {
+            self.partial_since = Some(Instant::now());
+        }
+        if held != self.partial_held {
+            let shared = self.conn.shared.clone();
+            if !shared.partial.resize(self.partial_held, held) {
+                return Err(self.over_quota_end(Quota::PartialBytes));
+            }
+            self.partial_held = held;
+            shared
+                .metrics
+                .partial_bytes
+                .set(shared.partial.held() as i64);
+        }
+        Ok(())
     }
 
     async fn pump(&mut self, control: &mut mpsc::Receiver<Control>) -> End {
         let mut last_rx = Instant::now();
+        let packet_timeout = self.shared().config.mqtt.packet_timeout;
         loop {
             let keepalive_at = last_rx + self.keepalive;
+            let packet_due = self.partial_since.map(|t| t + packet_timeout);
             tokio::select! {
                 biased;
                 c = control.recv() => {
@@ -146,15 +261,15 @@ impl Session {
                     match r {
                         Ok(0) => return End::new(DisconnectReason::ConnectionLost, None, true),
                         Err(e) => {
-                            tracing::debug!(client_id = %self.client_id, error = %e, "read failed");
+                            tracing::debug!(client_id = ?self.client_id, error = %e, "read failed");
                             return End::new(DisconnectReason::ConnectionLost, None, true);
                         }
                         Ok(n) => {
                             self.shared().metrics.bytes_in.inc_by(n as u64);
-                            last_rx = Instant::now();
-                            if let Err(end) = self.incoming().await {
-                                let _ = self.send_to_router().await;
-                                return end;
+                            match self.received().await {
+                                Ok(0) => {}
+                                Ok(_) => last_rx = Instant::now(),
+                                Err(end) => return end,
                             }
                         }
                     }
@@ -171,7 +286,7 @@ impl Session {
                             }
                             Ok(None) => {}
                             Err(_) => {
-                                return End { router_gone: true, ..End::new(DisconnectReason::TakenOver, Some(DisconnectReasonCode::SessionTakenOver), false) };
+                                return End { router_gone: true, ..End::new(DisconnectReason::TakenOver, Some(0x8E), false) };
                             }
                         }
                         handled += 1;
@@ -187,7 +302,12 @@ impl Session {
                     self.release_held_acks();
                 }
                 _ = tokio::time::sleep_until(keepalive_at) => {
-                    return End::new(DisconnectReason::KeepaliveTimeout, Some(DisconnectReasonCode::KeepAliveTimeout), true);
+                    return End::new(DisconnectReason::KeepaliveTimeout, Some(0x8D), true);
+                }
+                _ = tokio::time::sleep_until(packet_due.unwrap_or(keepalive_at)), if packet_due.is_some() => {
+                    let held = self.conn.rbuf.len();
+                    tracing::warn!(client_id = ?self.client_id, held, timeout = ?packet_timeout, "packet not complete in time; closing the connection (mqtt.packet_timeout)");
+                    return self.violation(Violation { label: "packet_timeout", code: 0x8D });
                 }
             }
             if let Err(end) = self.flush(control).await {
@@ -228,17 +348,13 @@ impl Session {
         }
         self.link_tx.send(last).await.map(|_| ()).map_err(|_| End {
             router_gone: true,
-            ..End::new(
-                DisconnectReason::TakenOver,
-                Some(DisconnectReasonCode::SessionTakenOver),
-                false,
-            )
+            ..End::new(DisconnectReason::TakenOver, Some(0x8E), false)
         })
     }
 
     fn write(&mut self, packet: Packet) {
         if let Err(e) = self.codec.write(packet, &mut self.conn.wbuf) {
-            tracing::error!(client_id = %self.client_id, error = ?e, "cannot encode packet");
+            tracing::error!(client_id = ?self.client_id, error = ?e, "cannot encode packet");
         }
     }
 
@@ -246,58 +362,105 @@ impl Session {
         self.codec.version() == Version::V5
     }
 
-    /// Decodes and handles every complete packet in the read buffer.
-    async fn incoming(&mut self) -> Result<(), End> {
+    /// Validates, decodes and handles every complete packet in the read
+    /// buffer; returns how many there were. No byte reaches rumqttd's
+    /// decoder before [`validate`] has accepted its whole frame.
+    async fn incoming(&mut self) -> Result<usize, End> {
         let max = self.shared().config.mqtt.max_packet_size;
+        let version = self.codec.version();
+        let mut packets = 0;
         loop {
-            let (qos, pkid) = match wire::frame_len(&self.conn.rbuf) {
-                Some(len) => wire::publish_qos_pkid(&self.conn.rbuf[..len]).unwrap_or((0, 0)),
-                None => (0, 0),
+            let header = match validate::fixed_header(version, &self.conn.rbuf, max, false) {
+                Ok(Some(h)) => h,
+                Ok(None) => break,
+                Err(v) => return Err(self.violation(v)),
             };
+            if self.conn.rbuf.len() < header.frame_len {
+                // Room for the rest of the frame in one allocation.
+                self.conn
+                    .rbuf
+                    .reserve(header.frame_len - self.conn.rbuf.len());
+                break;
+            }
+            let frame = &self.conn.rbuf[..header.frame_len];
+            if let Err(v) = validate::frame(version, frame) {
+                return Err(self.violation(v));
+            }
+            let (qos, pkid) = wire::publish_qos_pkid(frame).unwrap_or((0, 0));
             let packet = match self.codec.read(&mut self.conn.rbuf, max) {
                 Ok(p) => p,
-                Err(rumqttd::protocol::Error::InsufficientBytes(_)) => break,
-                Err(rumqttd::protocol::Error::PayloadSizeLimitExceeded(size)) => {
-                    self.shared()
-                        .metrics
-                        .protocol_errors
-                        .with_label_values(&["packet_too_large"])
-                        .inc();
-                    tracing::warn!(client_id = %self.client_id, size, max, "packet too large; closing the connection (mqtt.max_packet_size)");
-                    return Err(End::new(
-                        DisconnectReason::ProtocolError,
-                        Some(DisconnectReasonCode::PacketTooLarge),
-                        true,
-                    ));
-                }
                 Err(e) => {
-                    self.shared()
-                        .metrics
-                        .protocol_errors
-                        .with_label_values(&["malformed"])
-                        .inc();
-                    tracing::warn!(client_id = %self.client_id, error = %e, "malformed packet; closing the connection");
-                    return Err(End::new(
-                        DisconnectReason::ProtocolError,
-                        Some(DisconnectReasonCode::MalformedPacket),
-                        true,
-                    ));
+                    // The validator accepted what rumqttd refuses: close
+                    // all the same, and say so (a validator gap to fix).
+                    tracing::warn!(client_id = ?self.client_id, error = %e, "packet refused by the decoder after validation; closing the connection");
+                    return Err(self.violation(Violation {
+                        label: "malformed",
+                        code: 0x81,
+                    }));
                 }
             };
+            packets += 1;
             self.packet(packet, qos, pkid).await?;
         }
         self.release_held_acks();
-        self.send_to_router().await
+        self.send_to_router().await?;
+        Ok(packets)
     }
 
-    fn protocol_error(&self, what: &'static str, code: DisconnectReasonCode) -> End {
+    /// Closes for a broken packet: counted by reason, logged, v5 DISCONNECT
+    /// with the spec's reason code; the will is published.
+    fn violation(&self, v: Violation) -> End {
         self.shared()
             .metrics
             .protocol_errors
-            .with_label_values(&[what])
+            .with_label_values(&[v.label])
             .inc();
-        tracing::warn!(client_id = %self.client_id, what, "protocol error; closing the connection");
-        End::new(DisconnectReason::ProtocolError, Some(code), true)
+        tracing::warn!(client_id = ?self.client_id, reason = v.label, code = format_args!("0x{:02X}", v.code), "protocol error; closing the connection");
+        End::new(DisconnectReason::ProtocolError, Some(v.code), true)
+    }
+
+    fn protocol_error(&self, what: &'static str, code: DisconnectReasonCode) -> End {
+        self.violation(Violation {
+            label: what,
+            code: reason_byte(code),
+        })
+    }
+
+    /// Counts a quota hit and logs it once per session and quota.
+    fn over_quota(&self, quota: Quota) {
+        self.shared()
+            .metrics
+            .quota_exceeded
+            .with_label_values(&[quota.as_str()])
+            .inc();
+        let bit = 1u8 << (quota as u8);
+        if self.quota_logged.fetch_or(bit, Ordering::Relaxed) & bit == 0 {
+            tracing::warn!(client_id = ?self.client_id, quota = quota.as_str(), "client over its limit; refused (raise {} if this client is legitimate; every hit is counted in gatehouse_quota_exceeded_total)", quota.key());
+        }
+    }
+
+    /// A quota hit that ends the session (MQTT 5: DISCONNECT 0x97).
+    fn over_quota_end(&mut self, quota: Quota) -> End {
+        self.over_quota(quota);
+        End::new(DisconnectReason::QuotaExceeded, Some(0x97), true)
+    }
+
+    /// A PUBLISH over a quota: MQTT 5 QoS 1 gets PUBACK 0x97 and the
+    /// session goes on; anything else cannot be refused on its own (QoS 0
+    /// has no answer, 3.1.1 PUBACK means success), so the session ends
+    /// rather than lose the message silently.
+    fn refuse_publish(&mut self, quota: Quota, qos: u8, pkid: u16) -> Result<(), End> {
+        if qos == 1 && self.v5() {
+            self.over_quota(quota);
+            let reason = PubAckReason::QuotaExceeded;
+            if self.shared().telemetry.durable() {
+                self.held_acks.answered(pkid, reason);
+            } else {
+                self.write(Packet::PubAck(PubAck { pkid, reason }, None));
+            }
+            return Ok(());
+        }
+        Err(self.over_quota_end(quota))
     }
 
     async fn packet(&mut self, packet: Packet, qos: u8, pkid: u16) -> Result<(), End> {
@@ -310,7 +473,14 @@ impl Session {
                 let mut allowed = Vec::with_capacity(subscribe.filters.len());
                 for mut f in subscribe.filters.drain(..) {
                     let decision = shared.acl.decide(&subject, Action::Subscribe, &f.path);
-                    if decision.is_allowed() {
+                    if decision.is_allowed() && !shared.book.subscribe(&self.client_id, &f.path) {
+                        self.over_quota(Quota::Subscriptions);
+                        codes.push(Some(if self.v5() {
+                            SubscribeReasonCode::QuotaExceeded
+                        } else {
+                            SubscribeReasonCode::Failure
+                        }));
+                    } else if decision.is_allowed() {
                         if f.qos == QoS::ExactlyOnce {
                             f.qos = QoS::AtLeastOnce;
                         }
@@ -318,7 +488,7 @@ impl Session {
                         allowed.push(f);
                     } else {
                         self.deny_subscribe.inc();
-                        tracing::warn!(client_id = %self.client_id, "{}", shared.acl.explain_decision(&subject, Action::Subscribe, &f.path, decision));
+                        tracing::warn!(client_id = ?self.client_id, "{}", shared.acl.explain_decision(&subject, Action::Subscribe, &f.path, decision));
                         codes.push(Some(if self.codec.version() == Version::V5 {
                             SubscribeReasonCode::NotAuthorized
                         } else {
@@ -347,6 +517,9 @@ impl Session {
             Packet::Unsubscribe(unsubscribe, props) => {
                 // rumqttd acks only filters that existed, one UNSUBACK each:
                 // answer here, once, and drop the router's acks.
+                for filter in &unsubscribe.filters {
+                    self.conn.shared.book.unsubscribe(&self.client_id, filter);
+                }
                 let reasons = vec![UnsubAckReason::Success; unsubscribe.filters.len()];
                 self.write(Packet::UnsubAck(
                     UnsubAck {
@@ -366,7 +539,7 @@ impl Session {
                 {
                     entry.1 = true;
                 } else {
-                    tracing::debug!(client_id = %self.client_id, pkid = ack.pkid, "PUBACK for no message in flight; ignored");
+                    tracing::debug!(client_id = ?self.client_id, pkid = ack.pkid, "PUBACK for no message in flight; ignored");
                 }
                 self.release_acks();
                 Ok(())
@@ -411,6 +584,16 @@ impl Session {
             .acl
             .decide_bytes(&subject, Action::Publish, &publish.topic);
         if decision.is_allowed() {
+            if !self.topics.admit(&publish.topic, Instant::now()) {
+                return self.refuse_publish(Quota::NewTopics, qos, pkid);
+            }
+            if publish.retain
+                && !shared
+                    .book
+                    .retain(&self.client_id, &publish.topic, publish.payload.is_empty())
+            {
+                return self.refuse_publish(Quota::Retained, qos, pkid);
+            }
             shared.metrics.messages_in.inc();
             let durable = self.ingest(&shared.telemetry, &publish, qos).await;
             if qos == 1 && shared.telemetry.durable() {
@@ -423,7 +606,7 @@ impl Session {
         self.violations += 1;
         let topic = String::from_utf8_lossy(&publish.topic);
         tracing::warn!(
-            client_id = %self.client_id,
+            client_id = ?self.client_id,
             violations = self.violations,
             "{}",
             shared.acl.explain_decision(&subject, Action::Publish, &topic, decision)
@@ -442,12 +625,8 @@ impl Session {
             }
         }
         if self.violations >= shared.config.mqtt.acl_violations_before_disconnect {
-            tracing::warn!(client_id = %self.client_id, violations = self.violations, "too many denied publishes; disconnecting (mqtt.acl_violations_before_disconnect)");
-            return Err(End::new(
-                DisconnectReason::AclViolations,
-                Some(DisconnectReasonCode::NotAuthorized),
-                true,
-            ));
+            tracing::warn!(client_id = ?self.client_id, violations = self.violations, "too many denied publishes; disconnecting (mqtt.acl_violations_before_disconnect)");
+            return Err(End::new(DisconnectReason::AclViolations, Some(0x87), true));
         }
         Ok(())
     }
@@ -490,9 +669,9 @@ impl Session {
                         .with_label_values(&[withheld_reason(e)])
                         .inc();
                     if self.withheld == 1 {
-                        tracing::warn!(client_id = %self.client_id, pkid, error = %e, "telemetry not stored: PUBACK withheld, the client will publish it again after reconnecting (gatehouse_puback_withheld_total counts every case; see ingest.when_full / spool_max_bytes)");
+                        tracing::warn!(client_id = ?self.client_id, pkid, error = %e, "telemetry not stored: PUBACK withheld, the client will publish it again after reconnecting (gatehouse_puback_withheld_total counts every case; see ingest.when_full / spool_max_bytes)");
                     } else {
-                        tracing::debug!(client_id = %self.client_id, pkid, error = %e, withheld = self.withheld, "telemetry not stored: PUBACK withheld");
+                        tracing::debug!(client_id = ?self.client_id, pkid, error = %e, withheld = self.withheld, "telemetry not stored: PUBACK withheld");
                     }
                 }
             }
@@ -518,11 +697,7 @@ impl Session {
             // As rumqttd's own remote link: tell the router we can take more.
             return self.link_rx.wake().await.map_err(|_| End {
                 router_gone: true,
-                ..End::new(
-                    DisconnectReason::TakenOver,
-                    Some(DisconnectReasonCode::SessionTakenOver),
-                    false,
-                )
+                ..End::new(DisconnectReason::TakenOver, Some(0x8E), false)
             });
         }
         match Option::<Packet>::from(notification) {
@@ -557,7 +732,11 @@ impl Session {
                 // The router dropped the session itself.
                 return Err(End {
                     router_gone: true,
-                    ..End::new(DisconnectReason::ProtocolError, Some(d.reason_code), true)
+                    ..End::new(
+                        DisconnectReason::ProtocolError,
+                        Some(reason_byte(d.reason_code)),
+                        true,
+                    )
                 });
             }
             Some(other) => self.write(other),
@@ -593,7 +772,7 @@ impl Session {
         }
         self.deny_receive.inc();
         let topic = String::from_utf8_lossy(&publish.topic).into_owned();
-        tracing::warn!(client_id = %self.client_id, "{}", shared.acl.explain_decision(&subject, Action::Receive, &topic, decision));
+        tracing::warn!(client_id = ?self.client_id, "{}", shared.acl.explain_decision(&subject, Action::Receive, &topic, decision));
         let mut scratch = BytesMut::new();
         if self
             .codec
@@ -614,9 +793,7 @@ impl Session {
         if let (Some(code), true) = (end.send, self.v5()) {
             // Encoded here: rumqttd's v5 DISCONNECT writer emits a bare
             // `E0 00` (normal disconnection) for any reason code.
-            self.conn
-                .wbuf
-                .extend_from_slice(&[0xE0, 0x02, reason_byte(code), 0x00]);
+            self.conn.wbuf.extend_from_slice(&[0xE0, 0x02, code, 0x00]);
         }
         if !end.router_gone {
             if end.will {
@@ -633,14 +810,17 @@ impl Session {
             ));
             let _ = self.send_to_router().await;
         }
+        self.router_released = true;
         if end.reason == DisconnectReason::Revoked {
             shared.metrics.revocation_kicks.inc();
-            tracing::warn!(client_id = %self.client_id, cn = %self.identity.cn, serial = %self.identity.serial, "certificate revoked: session disconnected");
+            tracing::warn!(client_id = ?self.client_id, cn = ?self.identity.cn, serial = %self.identity.serial, "certificate revoked: session disconnected");
         }
         self.conn.close().await;
+        shared.book.session_end(&self.client_id, self.clean);
         shared
             .presence
             .on_disconnect(&self.presence(Some(end.reason)));
+        self.finished = true;
     }
 }
 
@@ -678,16 +858,8 @@ fn reason_byte(code: DisconnectReasonCode) -> u8 {
 
 fn control_end(c: Option<Control>) -> Option<End> {
     match c? {
-        Control::Revoked => Some(End::new(
-            DisconnectReason::Revoked,
-            Some(DisconnectReasonCode::NotAuthorized),
-            false,
-        )),
-        Control::Shutdown => Some(End::new(
-            DisconnectReason::Shutdown,
-            Some(DisconnectReasonCode::ServerShuttingDown),
-            false,
-        )),
+        Control::Revoked => Some(End::new(DisconnectReason::Revoked, Some(0x87), false)),
+        Control::Shutdown => Some(End::new(DisconnectReason::Shutdown, Some(0x8B), false)),
     }
 }
 

@@ -140,9 +140,9 @@ pub fn server_config(ca: &Path, cert: &Path, key: &Path) -> Result<ServerConfig,
         .map_err(|e| BrokerError::Tls(e.to_string()))?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key_der)
-        .map_err(|e| BrokerError::BadFile {
-            what: "server certificate/key pair",
-            path: cert.to_path_buf(),
+        .map_err(|e| BrokerError::KeyMismatch {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
             reason: e.to_string(),
         })?;
     config.alpn_protocols.clear();

@@ -101,13 +101,6 @@ pub(crate) fn publish_qos_pkid(frame: &[u8]) -> Option<(u8, u16)> {
     Some((qos, pkid))
 }
 
-/// Length of the complete frame at the start of `b`, if all of it is there.
-pub(crate) fn frame_len(b: &[u8]) -> Option<usize> {
-    let (len, n) = varint(b.get(1..)?)?.ok()?;
-    let total = 1 + n + len;
-    (b.len() >= total).then_some(total)
-}
-
 /// rumqttd's v3.1.1 or v5 codec.
 #[derive(Debug, Clone)]
 pub(crate) enum Codec {
@@ -207,8 +200,6 @@ mod tests {
         // QoS 1, topic "a/b", pkid 0x1234, payload "x".
         let f = [0x32, 0x08, 0x00, 0x03, b'a', b'/', b'b', 0x12, 0x34, b'x'];
         assert_eq!(publish_qos_pkid(&f), Some((1, 0x1234)));
-        assert_eq!(frame_len(&f), Some(10));
-        assert_eq!(frame_len(&f[..9]), None);
         let q0 = [0x30, 0x06, 0x00, 0x03, b'a', b'/', b'b', b'x'];
         assert_eq!(publish_qos_pkid(&q0), Some((0, 0)));
         assert_eq!(publish_qos_pkid(&[0x82, 0x00]), None);

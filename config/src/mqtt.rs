@@ -10,6 +10,11 @@ use crate::load::Validator;
 pub(crate) const MAX_PACKET_SIZE: usize = 1024 * 1024;
 pub(crate) const MAX_KEEPALIVE: &str = "20m";
 pub(crate) const ACL_VIOLATIONS_BEFORE_DISCONNECT: usize = 10;
+pub(crate) const PACKET_TIMEOUT: &str = "10s";
+pub(crate) const MAX_PARTIAL_BYTES: usize = 64 * 1024 * 1024;
+pub(crate) const MAX_NEW_TOPICS_PER_MINUTE: usize = 100;
+pub(crate) const MAX_SUBSCRIPTIONS_PER_CLIENT: usize = 100;
+pub(crate) const MAX_RETAINED_PER_CLIENT: usize = 32;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -17,6 +22,11 @@ pub(crate) struct RawMqtt {
     pub max_packet_size: Option<i64>,
     pub max_keepalive: Option<String>,
     pub acl_violations_before_disconnect: Option<i64>,
+    pub packet_timeout: Option<String>,
+    pub max_partial_bytes: Option<i64>,
+    pub max_new_topics_per_minute: Option<i64>,
+    pub max_subscriptions_per_client: Option<i64>,
+    pub max_retained_per_client: Option<i64>,
 }
 
 /// `[mqtt]`: per-session protocol limits of the embedded broker.
@@ -32,6 +42,22 @@ pub struct MqttSettings {
     pub max_keepalive: Duration,
     /// Denied PUBLISHes a session may send before it is disconnected.
     pub acl_violations_before_disconnect: usize,
+    /// Longest a packet may take to arrive once its first byte is in; a
+    /// client that drips a packet slower is disconnected. Keepalive counts
+    /// whole packets only, so dripping bytes does not keep a session alive.
+    pub packet_timeout: Duration,
+    /// Bytes all sessions together may hold in packets not yet complete; a
+    /// session whose partial packet would pass it is disconnected (MQTT 5:
+    /// 0x97 Quota exceeded).
+    pub max_partial_bytes: usize,
+    /// Topics a client may publish to for the first time within one
+    /// minute (every new topic costs the router a match against every
+    /// subscription, and the router never forgets a topic).
+    pub max_new_topics_per_minute: usize,
+    /// Subscriptions one client may hold at once.
+    pub max_subscriptions_per_client: usize,
+    /// Topics on which one client may hold a retained message at once.
+    pub max_retained_per_client: usize,
 }
 
 impl Validator<'_> {
@@ -62,6 +88,35 @@ impl Validator<'_> {
                 "mqtt.acl_violations_before_disconnect",
                 raw.acl_violations_before_disconnect,
                 ACL_VIOLATIONS_BEFORE_DISCONNECT,
+                1_000_000,
+            )?,
+            packet_timeout: self.duration(
+                "mqtt.packet_timeout",
+                raw.packet_timeout,
+                PACKET_TIMEOUT,
+            )?,
+            max_partial_bytes: self.positive(
+                "mqtt.max_partial_bytes",
+                raw.max_partial_bytes,
+                MAX_PARTIAL_BYTES,
+                1 << 40,
+            )?,
+            max_new_topics_per_minute: self.positive(
+                "mqtt.max_new_topics_per_minute",
+                raw.max_new_topics_per_minute,
+                MAX_NEW_TOPICS_PER_MINUTE,
+                10_000_000,
+            )?,
+            max_subscriptions_per_client: self.positive(
+                "mqtt.max_subscriptions_per_client",
+                raw.max_subscriptions_per_client,
+                MAX_SUBSCRIPTIONS_PER_CLIENT,
+                1_000_000,
+            )?,
+            max_retained_per_client: self.positive(
+                "mqtt.max_retained_per_client",
+                raw.max_retained_per_client,
+                MAX_RETAINED_PER_CLIENT,
                 1_000_000,
             )?,
         })

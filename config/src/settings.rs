@@ -110,3 +110,28 @@ pub struct KindRules {
     pub subscribe: Vec<String>,
     pub receive: Vec<String>,
 }
+
+impl AclSettings {
+    /// Rules that grant the whole topic tree (`#`): `(key, rule)` pairs such
+    /// as `("acl.operational.subscribe", "#")`. Legal, but it lets every
+    /// client of that kind reach every other client's topics, so both shapes
+    /// warn about them at start.
+    pub fn whole_tree_grants(&self) -> Vec<(String, &str)> {
+        let mut out = Vec::new();
+        for (kind, rules) in [
+            ("operational", &self.operational),
+            ("bootstrap", &self.bootstrap),
+        ] {
+            for (action, list) in [
+                ("publish", &rules.publish),
+                ("subscribe", &rules.subscribe),
+                ("receive", &rules.receive),
+            ] {
+                for rule in list.iter().filter(|r| r.as_str() == "#") {
+                    out.push((format!("acl.{kind}.{action}"), rule.as_str()));
+                }
+            }
+        }
+        out
+    }
+}

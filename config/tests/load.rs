@@ -358,3 +358,17 @@ fn plugin_metrics_address() {
     let e = err("[plugin]\nmetric = \"127.0.0.1:9091\"\n");
     assert_eq!(e.key(), Some("plugin.metric"));
 }
+
+#[test]
+fn whole_tree_grants_are_listed() {
+    let c = parse("").unwrap();
+    assert!(
+        c.acl.whole_tree_grants().is_empty(),
+        "defaults grant no '#'"
+    );
+    let c = parse("[acl.operational]\nsubscribe = [\"telemetry/{cn}/#\", \"#\"]\n").unwrap();
+    assert_eq!(
+        c.acl.whole_tree_grants(),
+        vec![("acl.operational.subscribe".to_owned(), "#")]
+    );
+}

@@ -27,3 +27,4 @@ pub mod mqtt;
 pub mod pki;
 pub mod postgres;
 pub mod provisioning;
+pub mod raw;

@@ -1,0 +1,289 @@
+//! Per-client limits on what one client can make the broker hold: new
+//! topics per minute (the router never forgets a topic and matches each new
+//! one against every subscription), subscriptions, retained messages, and
+//! the bytes all sessions hold in packets not yet complete. One client must
+//! not be able to slow down or starve the others.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+/// The limits of `[mqtt]`, named as in `gatehouse_quota_exceeded_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Quota {
+    NewTopics,
+    Subscriptions,
+    Retained,
+    PartialBytes,
+}
+
+impl Quota {
+    pub(crate) const ALL: [Quota; 4] = [
+        Quota::NewTopics,
+        Quota::Subscriptions,
+        Quota::Retained,
+        Quota::PartialBytes,
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Quota::NewTopics => "new_topics_per_minute",
+            Quota::Subscriptions => "subscriptions_per_client",
+            Quota::Retained => "retained_per_client",
+            Quota::PartialBytes => "partial_bytes",
+        }
+    }
+
+    /// The config key an operator raises.
+    pub(crate) fn key(self) -> &'static str {
+        match self {
+            Quota::NewTopics => "mqtt.max_new_topics_per_minute",
+            Quota::Subscriptions => "mqtt.max_subscriptions_per_client",
+            Quota::Retained => "mqtt.max_retained_per_client",
+            Quota::PartialBytes => "mqtt.max_partial_bytes",
+        }
+    }
+}
+
+const WINDOW: Duration = Duration::from_secs(60);
+
+/// Distinct topics one session published to in the current minute.
+#[derive(Debug)]
+pub(crate) struct TopicWindow {
+    limit: usize,
+    started: Instant,
+    seen: HashSet<Bytes>,
+}
+
+impl TopicWindow {
+    pub(crate) fn new(limit: usize) -> TopicWindow {
+        TopicWindow {
+            limit,
+            started: Instant::now(),
+            seen: HashSet::new(),
+        }
+    }
+
+    /// Whether a PUBLISH to `topic` is within the limit (and records it).
+    pub(crate) fn admit(&mut self, topic: &Bytes, now: Instant) -> bool {
+        if now.duration_since(self.started) >= WINDOW {
+            self.started = now;
+            self.seen.clear();
+            self.seen.shrink_to(self.limit.min(64));
+        }
+        if self.seen.contains(topic) {
+            return true;
+        }
+        if self.seen.len() >= self.limit {
+            return false;
+        }
+        self.seen.insert(topic.clone());
+        true
+    }
+}
+
+/// What a client holds in the router beyond its connection: subscriptions
+/// (kept across reconnects for persistent sessions) and retained messages.
+#[derive(Debug, Default)]
+struct Held {
+    subscriptions: HashSet<String>,
+    retained: HashSet<Bytes>,
+}
+
+/// Subscriptions and retained messages by client id.
+#[derive(Debug)]
+pub(crate) struct ClientBook {
+    max_subscriptions: usize,
+    max_retained: usize,
+    clients: Mutex<HashMap<String, Held>>,
+}
+
+impl ClientBook {
+    pub(crate) fn new(max_subscriptions: usize, max_retained: usize) -> ClientBook {
+        ClientBook {
+            max_subscriptions,
+            max_retained,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
+        self.clients.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A session starts; with a clean session the router forgets the
+    /// client's subscriptions, so do we.
+    pub(crate) fn session_start(&self, client_id: &str, clean: bool) {
+        if clean {
+            let mut map = self.lock();
+            if let Some(held) = map.get_mut(client_id) {
+                held.subscriptions.clear();
+                if held.retained.is_empty() {
+                    map.remove(client_id);
+                }
+            }
+        }
+    }
+
+    /// A session ends; a clean session's subscriptions end with it.
+    pub(crate) fn session_end(&self, client_id: &str, clean: bool) {
+        self.session_start(client_id, clean);
+    }
+
+    /// Whether the client may hold `filter` (already holding it is fine);
+    /// records it when allowed.
+    pub(crate) fn subscribe(&self, client_id: &str, filter: &str) -> bool {
+        let mut map = self.lock();
+        let held = map.entry(client_id.to_owned()).or_default();
+        if held.subscriptions.contains(filter) {
+            return true;
+        }
+        if held.subscriptions.len() >= self.max_subscriptions {
+            return false;
+        }
+        held.subscriptions.insert(filter.to_owned());
+        true
+    }
+
+    pub(crate) fn unsubscribe(&self, client_id: &str, filter: &str) {
+        let mut map = self.lock();
+        if let Some(held) = map.get_mut(client_id) {
+            held.subscriptions.remove(filter);
+            if held.subscriptions.is_empty() && held.retained.is_empty() {
+                map.remove(client_id);
+            }
+        }
+    }
+
+    /// A retained PUBLISH: an empty payload clears the topic's retained
+    /// message (always allowed); a new retained topic must fit the limit.
+    pub(crate) fn retain(&self, client_id: &str, topic: &Bytes, clears: bool) -> bool {
+        let mut map = self.lock();
+        if clears {
+            if let Some(held) = map.get_mut(client_id) {
+                held.retained.remove(topic);
+                if held.subscriptions.is_empty() && held.retained.is_empty() {
+                    map.remove(client_id);
+                }
+            }
+            return true;
+        }
+        let held = map.entry(client_id.to_owned()).or_default();
+        if held.retained.contains(topic) {
+            return true;
+        }
+        if held.retained.len() >= self.max_retained {
+            return false;
+        }
+        held.retained.insert(topic.clone());
+        true
+    }
+}
+
+/// Bytes held in incomplete packets over all sessions.
+#[derive(Debug)]
+pub(crate) struct PartialBudget {
+    max: usize,
+    held: AtomicUsize,
+}
+
+impl PartialBudget {
+    pub(crate) fn new(max: usize) -> PartialBudget {
+        PartialBudget {
+            max,
+            held: AtomicUsize::new(0),
+        }
+    }
+
+    /// Moves a session's share from `old` to `new` bytes; `false` (and the
+    /// share stays `old`) when growing would pass the budget.
+    pub(crate) fn resize(&self, old: usize, new: usize) -> bool {
+        if new <= old {
+            self.held.fetch_sub(old - new, Ordering::Relaxed);
+            return true;
+        }
+        let grow = new - old;
+        let mut cur = self.held.load(Ordering::Relaxed);
+        loop {
+            if cur + grow > self.max {
+                return false;
+            }
+            match self.held.compare_exchange_weak(
+                cur,
+                cur + grow,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    pub(crate) fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_window_counts_distinct_topics_per_minute() {
+        let mut w = TopicWindow::new(2);
+        let t0 = Instant::now();
+        let (a, b, c) = (Bytes::from("a"), Bytes::from("b"), Bytes::from("c"));
+        assert!(w.admit(&a, t0));
+        assert!(w.admit(&a, t0));
+        assert!(w.admit(&b, t0));
+        assert!(!w.admit(&c, t0), "third distinct topic in the minute");
+        assert!(w.admit(&a, t0), "known topics stay allowed");
+        assert!(w.admit(&c, t0 + WINDOW), "a new minute starts afresh");
+    }
+
+    #[test]
+    fn book_limits_subscriptions_and_retained() {
+        let book = ClientBook::new(2, 1);
+        assert!(book.subscribe("c", "a/#"));
+        assert!(book.subscribe("c", "b/#"));
+        assert!(
+            book.subscribe("c", "a/#"),
+            "re-subscribing is not a new one"
+        );
+        assert!(!book.subscribe("c", "c/#"));
+        assert!(book.subscribe("other", "c/#"), "limits are per client");
+        book.unsubscribe("c", "a/#");
+        assert!(book.subscribe("c", "c/#"));
+        book.session_end("c", false);
+        assert!(
+            !book.subscribe("c", "d/#"),
+            "a persistent session keeps them"
+        );
+        book.session_start("c", true);
+        assert!(book.subscribe("c", "d/#"), "a clean session forgets them");
+
+        let (x, y) = (Bytes::from("x"), Bytes::from("y"));
+        assert!(book.retain("c", &x, false));
+        assert!(!book.retain("c", &y, false));
+        assert!(book.retain("c", &x, true), "clearing is always allowed");
+        assert!(book.retain("c", &y, false));
+    }
+
+    #[test]
+    fn partial_budget_is_shared() {
+        let b = PartialBudget::new(100);
+        assert!(b.resize(0, 60));
+        assert!(!b.resize(0, 50), "would pass the budget");
+        assert!(b.resize(60, 10));
+        assert!(b.resize(0, 50));
+        assert_eq!(b.held(), 60);
+        assert!(b.resize(50, 0));
+        assert!(b.resize(10, 0));
+        assert_eq!(b.held(), 0);
+    }
+}
