@@ -433,3 +433,31 @@ async fn open_files_limit_is_raised_warned_about_and_accept_errors_counted() {
     // The handshake timeout (2 s) frees the descriptors again.
     low.wait_metric("gatehouse_accept_errors_total", |v| v >= 1.0);
 }
+
+#[test]
+fn a_key_that_does_not_match_its_certificate_names_both_files() {
+    let pki = Pki::generate();
+    let mut b = BrokerProcess::start(exe(), &pki, "");
+    assert!(b.terminate(Duration::from_secs(10)).success());
+    let config = std::fs::read_to_string(&b.config_path).unwrap();
+    let server_key = format!("{:?}", pki.server.key_path);
+    let wrong_key = format!("{:?}", pki.operational.key_path);
+    assert!(config.contains(&server_key));
+    std::fs::write(&b.config_path, config.replace(&server_key, &wrong_key)).unwrap();
+    let out = std::process::Command::new(exe())
+        .arg("serve")
+        .arg("--config")
+        .arg(&b.config_path)
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("does not belong to the server certificate")
+            && stderr.contains(&pki.operational.key_path.display().to_string())
+            && stderr.contains(&pki.server.cert_path.display().to_string()),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("PRIVATE KEY"), "{stderr}");
+}
