@@ -35,6 +35,7 @@ mod server;
 mod session;
 mod telemetry;
 pub mod tls;
+pub mod validate;
 mod wire;
 
 pub use error::BrokerError;
