@@ -187,13 +187,16 @@ impl Conn {
         }
         // Only the CONNECT frame: what follows it stays buffered for the
         // session (a client may send before the CONNACK).
-        match codec.read(&mut self.rbuf, max) {
-            Ok(Packet::Connect(connect, props, will, _will_props, _login)) => Ok(ConnectPacket {
-                codec,
-                connect,
-                will,
-                props,
-            }),
+        let mut frame = self.rbuf.split_to(frame_len);
+        match codec.read(&mut frame, max) {
+            Ok(Packet::Connect(connect, props, will, _will_props, _login)) if frame.is_empty() => {
+                Ok(ConnectPacket {
+                    codec,
+                    connect,
+                    will,
+                    props,
+                })
+            }
             Ok(_) => Err("not_connect"),
             Err(_) => Err("malformed"),
         }

@@ -212,6 +212,9 @@ impl Metrics {
                 m.acl_denials.with_label_values(&[kind.as_str(), action]);
             }
         }
+        for reason in crate::validate::LABELS {
+            m.protocol_errors.with_label_values(&[reason]);
+        }
         for quota in crate::quota::Quota::ALL {
             m.quota_exceeded.with_label_values(&[quota.as_str()]);
         }

@@ -382,24 +382,41 @@ impl Session {
                     .reserve(header.frame_len - self.conn.rbuf.len());
                 break;
             }
-            let frame = &self.conn.rbuf[..header.frame_len];
-            if let Err(v) = validate::frame(version, frame) {
+            if let Err(v) = validate::frame(version, &self.conn.rbuf[..header.frame_len]) {
                 return Err(self.violation(v));
             }
-            let (qos, pkid) = wire::publish_qos_pkid(frame).unwrap_or((0, 0));
-            let packet = match self.codec.read(&mut self.conn.rbuf, max) {
-                Ok(p) => p,
-                Err(e) => {
+            // The decoder sees exactly one validated frame, never the
+            // bytes behind it.
+            let mut frame = self.conn.rbuf.split_to(header.frame_len);
+            packets += 1;
+            if header.kind == validate::Kind::Disconnect {
+                // rumqttd cannot decode a v5 DISCONNECT that carries only a
+                // reason code (remaining length 1); the reason is all we need.
+                // Only reason 0x00 discards the will [MQTT-3.1.2-10].
+                let reason = frame.get(header.header_len).copied().unwrap_or(0);
+                return Err(End::new(
+                    DisconnectReason::ClientDisconnect,
+                    None,
+                    reason != 0x00,
+                ));
+            }
+            let (qos, pkid) = wire::publish_qos_pkid(&frame).unwrap_or((0, 0));
+            let packet = match self.codec.read(&mut frame, max) {
+                Ok(p) if frame.is_empty() => p,
+                other => {
                     // The validator accepted what rumqttd refuses: close
                     // all the same, and say so (a validator gap to fix).
-                    tracing::warn!(client_id = ?self.client_id, error = %e, "packet refused by the decoder after validation; closing the connection");
+                    let error = match other {
+                        Ok(_) => "frame not fully consumed".to_owned(),
+                        Err(e) => e.to_string(),
+                    };
+                    tracing::warn!(client_id = ?self.client_id, error, "packet refused by the decoder after validation; closing the connection");
                     return Err(self.violation(Violation {
-                        label: "malformed",
+                        label: "decoder_refused",
                         code: 0x81,
                     }));
                 }
             };
-            packets += 1;
             self.packet(packet, qos, pkid).await?;
         }
         self.release_held_acks();
@@ -548,9 +565,9 @@ impl Session {
                 self.write(Packet::PingResp(PingResp));
                 Ok(())
             }
-            Packet::Disconnect(d, _) => {
-                let will = d.reason_code == DisconnectReasonCode::DisconnectWithWillMessage;
-                Err(End::new(DisconnectReason::ClientDisconnect, None, will))
+            Packet::Disconnect(..) => {
+                // Handled before decoding (see `incoming`).
+                Err(End::new(DisconnectReason::ClientDisconnect, None, false))
             }
             Packet::PubRec(..) | Packet::PubRel(..) | Packet::PubComp(..) => {
                 Err(self

@@ -80,7 +80,7 @@ async fn server_only_packets_close_with_protocol_error_and_release_every_slot() 
     });
     b.wait_metric("gatehouse_connections_open", |v| v == 1.0);
     assert_eq!(b.metric("gatehouse_session_panics_total"), 0.0);
-    assert!(b.metric("gatehouse_protocol_errors_total{reason=\"server_packet\"}") >= 16.0);
+    assert!(b.metric("gatehouse_protocol_errors_total{reason=\"server_only_packet\"}") >= 16.0);
     assert_eq!(healthz(&b).as_deref(), Some("ok\n"));
     // Every slot is free again: a full house of new clients gets in.
     let mut fresh = Vec::new();
