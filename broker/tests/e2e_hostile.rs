@@ -461,3 +461,278 @@ fn a_key_that_does_not_match_its_certificate_names_both_files() {
     );
     assert!(!stderr.contains("PRIVATE KEY"), "{stderr}");
 }
+
+/// A v5 PUBLISH (QoS 0) with raw property bytes.
+fn publish_v5_props(topic: &[u8], props: &[u8]) -> Vec<u8> {
+    let mut body = raw::string(topic);
+    body.extend(raw::remaining_length(props.len()));
+    body.extend_from_slice(props);
+    body.extend_from_slice(b"payload");
+    raw::frame(0x30, &body)
+}
+
+/// A v5 CONNECT (client id "m") with raw connect flags and properties.
+fn connect_v5_raw(flags: u8, props: &[u8]) -> Vec<u8> {
+    let mut body = raw::string(b"MQTT");
+    body.extend_from_slice(&[5, flags, 0, 30]);
+    body.extend(raw::remaining_length(props.len()));
+    body.extend_from_slice(props);
+    body.extend(raw::string(b"m"));
+    raw::frame(0x10, &body)
+}
+
+/// Malformed packets and protocol errors of MQTT 3.1.1 / 5.0 that the broker
+/// used to accept silently: each closes the connection (v5: DISCONNECT, or
+/// CONNACK for a CONNECT, with the spec's reason code) and is counted in
+/// `gatehouse_protocol_errors_total{reason}`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_packets_close_the_connection_with_the_specs_reason() {
+    let pki = Pki::generate();
+    let b = BrokerProcess::start(exe(), &pki, ANY_CLIENT_ID);
+    let topic = data_topic();
+    let t = topic.as_bytes();
+    // (name, level, sent after a good CONNECT?, bytes, v5 reason, label)
+    let cases: Vec<(&str, u8, bool, Vec<u8>, u8, &str)> = vec![
+        (
+            "CONNECT reserved flag",
+            5,
+            false,
+            connect_v5_raw(0x03, &[]),
+            0x81,
+            "connect_reserved_flag",
+        ),
+        (
+            "Receive Maximum 0",
+            5,
+            false,
+            connect_v5_raw(0x02, &[0x21, 0, 0]),
+            0x82,
+            "property_value",
+        ),
+        (
+            "Maximum Packet Size 0",
+            5,
+            false,
+            connect_v5_raw(0x02, &[0x27, 0, 0, 0, 0]),
+            0x82,
+            "property_value",
+        ),
+        (
+            "password without username (3.1.1)",
+            4,
+            false,
+            {
+                let mut body = raw::string(b"MQTT");
+                body.extend_from_slice(&[4, 0x42, 0, 30]);
+                body.extend(raw::string(b"m"));
+                body.extend(raw::string(b"secret"));
+                raw::frame(0x10, &body)
+            },
+            0,
+            "password_without_username",
+        ),
+        (
+            "duplicated property",
+            5,
+            true,
+            publish_v5_props(t, &[0x01, 0, 0x01, 0]),
+            0x82,
+            "property_duplicate",
+        ),
+        (
+            "invalid UTF-8 topic",
+            5,
+            true,
+            raw::publish(5, &[b'a', 0xff, 0xfe], 0, false, 0, b"x"),
+            0x90,
+            "topic_not_utf8",
+        ),
+        (
+            "wildcard in Response Topic",
+            5,
+            true,
+            publish_v5_props(t, &[0x08, 0, 3, b'a', b'/', b'#']),
+            0x82,
+            "response_topic",
+        ),
+        (
+            "PUBLISH to an empty topic",
+            5,
+            true,
+            raw::publish(5, b"", 0, false, 0, b"x"),
+            0x82,
+            "topic_empty",
+        ),
+        (
+            "PUBLISH to an empty topic (3.1.1)",
+            4,
+            true,
+            raw::publish(4, b"", 0, false, 0, b"x"),
+            0,
+            "topic_empty",
+        ),
+        (
+            "PUBLISH to a NUL topic",
+            5,
+            true,
+            raw::publish(5, b"telemetry/\0", 0, false, 0, b"x"),
+            0x90,
+            "topic_nul",
+        ),
+        (
+            "PUBLISH to a wildcard topic",
+            5,
+            true,
+            raw::publish(5, b"telemetry/+/data", 1, false, 1, b"x"),
+            0x90,
+            "topic_wildcard",
+        ),
+        (
+            "QoS 0 PUBLISH with DUP",
+            5,
+            true,
+            {
+                let mut p = raw::publish(5, t, 0, false, 0, b"x");
+                p[0] |= 0x08;
+                p
+            },
+            0x81,
+            "publish_dup_qos0",
+        ),
+        (
+            "PUBLISH QoS 1 with packet id 0",
+            4,
+            true,
+            raw::publish(4, t, 1, false, 0, b"x"),
+            0,
+            "packet_id_zero",
+        ),
+        (
+            "SUBSCRIBE with wrong fixed-header flags",
+            5,
+            true,
+            {
+                let mut p = raw::subscribe(5, 1, &[(topic.as_str(), 0)]);
+                p[0] = 0x80;
+                p
+            },
+            0x81,
+            "reserved_flags",
+        ),
+        (
+            "UNSUBSCRIBE with wrong fixed-header flags",
+            4,
+            true,
+            {
+                let mut body = 1u16.to_be_bytes().to_vec();
+                body.extend(raw::string(t));
+                raw::frame(0xA0, &body)
+            },
+            0,
+            "reserved_flags",
+        ),
+        (
+            "reserved subscription-option bits",
+            5,
+            true,
+            raw::subscribe(5, 1, &[(topic.as_str(), 0xC0)]),
+            0x81,
+            "subscription_options",
+        ),
+        (
+            "reserved subscription-option bits (3.1.1)",
+            4,
+            true,
+            raw::subscribe(4, 1, &[(topic.as_str(), 0x04)]),
+            0,
+            "subscription_options",
+        ),
+        (
+            "SUBSCRIBE packet id 0",
+            5,
+            true,
+            raw::subscribe(5, 0, &[(topic.as_str(), 0)]),
+            0x82,
+            "packet_id_zero",
+        ),
+        (
+            "UNSUBSCRIBE without filters",
+            5,
+            true,
+            raw::frame(0xA2, &[0, 1, 0]),
+            0x82,
+            "no_filters",
+        ),
+        (
+            "PINGREQ with a body",
+            5,
+            true,
+            raw::frame(0xC0, &[0]),
+            0x81,
+            "invalid_length",
+        ),
+        (
+            "invalid subscription filter",
+            5,
+            true,
+            raw::subscribe(5, 1, &[("telemetry/#/x", 0)]),
+            0x8F,
+            "filter_wildcard",
+        ),
+        (
+            "remaining length over 4 bytes",
+            5,
+            true,
+            vec![0x30, 0xff, 0xff, 0xff, 0xff, 0x01],
+            0x81,
+            "remaining_length",
+        ),
+    ];
+    for (name, level, after_connect, bytes, code, label) in cases {
+        let sample = format!("gatehouse_protocol_errors_total{{reason=\"{label}\"}}");
+        let before = b.metric(&sample);
+        let mut c = if after_connect {
+            Raw::connect(
+                b.mqtt,
+                &pki,
+                &pki.operational,
+                &ConnectOpts::new(level, "m"),
+            )
+            .await
+        } else {
+            Raw::open(b.mqtt, &pki, &pki.operational, level).await
+        };
+        let _ = c.try_send(&bytes).await;
+        let closed = c
+            .closed_within(WAIT)
+            .await
+            .unwrap_or_else(|| panic!("{name}: connection still open"));
+        if level == 5 {
+            let got = if after_connect {
+                closed.disconnect()
+            } else {
+                closed
+                    .frames
+                    .first()
+                    .filter(|f| f.kind == kind::CONNACK)
+                    .map(|f| f.reason())
+            };
+            assert_eq!(
+                got,
+                Some(code),
+                "{name}: reason code; frames {:?}",
+                closed.frames
+            );
+        } else {
+            assert!(
+                closed
+                    .frames
+                    .iter()
+                    .all(|f| f.kind != kind::CONNACK || after_connect),
+                "{name}: 3.1.1 gets no CONNACK for a broken CONNECT"
+            );
+        }
+        b.wait_metric(&sample, |v| v >= before + 1.0);
+    }
+    assert_eq!(b.metric("gatehouse_session_panics_total"), 0.0);
+}
