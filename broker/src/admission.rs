@@ -425,7 +425,7 @@ impl Conn {
             violations: 0,
             client_max_packet,
             clean,
-            topics: TopicWindow::new(shared.config.mqtt.max_new_topics_per_minute),
+            topics: TopicWindow::new(),
             partial_held: 0,
             partial_since: None,
             quota_logged: Default::default(),

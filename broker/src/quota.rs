@@ -51,34 +51,41 @@ impl Quota {
 
 const WINDOW: Duration = Duration::from_secs(60);
 
-/// Distinct topics one session published to in the current minute.
+/// Topics one session already published to this minute: the fast path
+/// that keeps the per-client count in [`ClientBook`] off the hot path.
 #[derive(Debug)]
 pub(crate) struct TopicWindow {
-    limit: usize,
     started: Instant,
     seen: HashSet<Bytes>,
 }
 
 impl TopicWindow {
-    pub(crate) fn new(limit: usize) -> TopicWindow {
+    pub(crate) fn new() -> TopicWindow {
         TopicWindow {
-            limit,
             started: Instant::now(),
             seen: HashSet::new(),
         }
     }
 
-    /// Whether a PUBLISH to `topic` is within the limit (and records it).
-    pub(crate) fn admit(&mut self, topic: &Bytes, now: Instant) -> bool {
+    /// Whether a PUBLISH to `topic` is within the client's limit of new
+    /// topics per minute (counted per client id, so reconnecting does not
+    /// start the count afresh).
+    pub(crate) fn admit(
+        &mut self,
+        topic: &Bytes,
+        now: Instant,
+        book: &ClientBook,
+        client_id: &str,
+    ) -> bool {
         if now.duration_since(self.started) >= WINDOW {
             self.started = now;
             self.seen.clear();
-            self.seen.shrink_to(self.limit.min(64));
+            self.seen.shrink_to(64);
         }
         if self.seen.contains(topic) {
             return true;
         }
-        if self.seen.len() >= self.limit {
+        if !book.new_topic(client_id, now) {
             return false;
         }
         self.seen.insert(topic.clone());
@@ -92,26 +99,53 @@ impl TopicWindow {
 struct Held {
     subscriptions: HashSet<String>,
     retained: HashSet<Bytes>,
+    /// Start of the current minute and the new topics counted in it.
+    topics: Option<(Instant, usize)>,
+}
+
+impl Held {
+    fn idle(&self, now: Instant) -> bool {
+        self.subscriptions.is_empty()
+            && self.retained.is_empty()
+            && self
+                .topics
+                .is_none_or(|(start, _)| now.duration_since(start) >= WINDOW)
+    }
 }
 
 /// Subscriptions and retained messages by client id.
 #[derive(Debug)]
 pub(crate) struct ClientBook {
+    max_new_topics: usize,
     max_subscriptions: usize,
     max_retained: usize,
-    clients: Mutex<HashMap<String, Held>>,
+    clients: Mutex<Clients>,
+}
+
+#[derive(Debug)]
+struct Clients {
+    by_id: HashMap<String, Held>,
+    last_sweep: Instant,
 }
 
 impl ClientBook {
-    pub(crate) fn new(max_subscriptions: usize, max_retained: usize) -> ClientBook {
+    pub(crate) fn new(
+        max_new_topics: usize,
+        max_subscriptions: usize,
+        max_retained: usize,
+    ) -> ClientBook {
         ClientBook {
+            max_new_topics,
             max_subscriptions,
             max_retained,
-            clients: Mutex::new(HashMap::new()),
+            clients: Mutex::new(Clients {
+                by_id: HashMap::new(),
+                last_sweep: Instant::now(),
+            }),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Clients> {
         self.clients.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -119,26 +153,51 @@ impl ClientBook {
     /// client's subscriptions, so do we.
     pub(crate) fn session_start(&self, client_id: &str, clean: bool) {
         if clean {
-            let mut map = self.lock();
-            if let Some(held) = map.get_mut(client_id) {
+            let now = Instant::now();
+            let mut clients = self.lock();
+            if let Some(held) = clients.by_id.get_mut(client_id) {
                 held.subscriptions.clear();
-                if held.retained.is_empty() {
-                    map.remove(client_id);
+                if held.idle(now) {
+                    clients.by_id.remove(client_id);
                 }
             }
         }
     }
 
-    /// A session ends; a clean session's subscriptions end with it.
+    /// A session ends; a clean session's subscriptions end with it. At most
+    /// once a minute, entries that hold nothing any more are dropped.
     pub(crate) fn session_end(&self, client_id: &str, clean: bool) {
         self.session_start(client_id, clean);
+        let now = Instant::now();
+        let mut clients = self.lock();
+        if now.duration_since(clients.last_sweep) >= WINDOW {
+            clients.last_sweep = now;
+            clients.by_id.retain(|_, held| !held.idle(now));
+        }
+    }
+
+    /// Counts a topic new to this client's session; `false` past
+    /// `mqtt.max_new_topics_per_minute` for this client id.
+    pub(crate) fn new_topic(&self, client_id: &str, now: Instant) -> bool {
+        let mut clients = self.lock();
+        let held = clients.by_id.entry(client_id.to_owned()).or_default();
+        match &mut held.topics {
+            Some((start, count)) if now.duration_since(*start) < WINDOW => {
+                if *count >= self.max_new_topics {
+                    return false;
+                }
+                *count += 1;
+            }
+            window => *window = Some((now, 1)),
+        }
+        true
     }
 
     /// Whether the client may hold `filter` (already holding it is fine);
     /// records it when allowed.
     pub(crate) fn subscribe(&self, client_id: &str, filter: &str) -> bool {
-        let mut map = self.lock();
-        let held = map.entry(client_id.to_owned()).or_default();
+        let mut clients = self.lock();
+        let held = clients.by_id.entry(client_id.to_owned()).or_default();
         if held.subscriptions.contains(filter) {
             return true;
         }
@@ -150,11 +209,12 @@ impl ClientBook {
     }
 
     pub(crate) fn unsubscribe(&self, client_id: &str, filter: &str) {
-        let mut map = self.lock();
-        if let Some(held) = map.get_mut(client_id) {
+        let now = Instant::now();
+        let mut clients = self.lock();
+        if let Some(held) = clients.by_id.get_mut(client_id) {
             held.subscriptions.remove(filter);
-            if held.subscriptions.is_empty() && held.retained.is_empty() {
-                map.remove(client_id);
+            if held.idle(now) {
+                clients.by_id.remove(client_id);
             }
         }
     }
@@ -162,17 +222,18 @@ impl ClientBook {
     /// A retained PUBLISH: an empty payload clears the topic's retained
     /// message (always allowed); a new retained topic must fit the limit.
     pub(crate) fn retain(&self, client_id: &str, topic: &Bytes, clears: bool) -> bool {
-        let mut map = self.lock();
+        let now = Instant::now();
+        let mut clients = self.lock();
         if clears {
-            if let Some(held) = map.get_mut(client_id) {
+            if let Some(held) = clients.by_id.get_mut(client_id) {
                 held.retained.remove(topic);
-                if held.subscriptions.is_empty() && held.retained.is_empty() {
-                    map.remove(client_id);
+                if held.idle(now) {
+                    clients.by_id.remove(client_id);
                 }
             }
             return true;
         }
-        let held = map.entry(client_id.to_owned()).or_default();
+        let held = clients.by_id.entry(client_id.to_owned()).or_default();
         if held.retained.contains(topic) {
             return true;
         }
@@ -234,21 +295,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn topic_window_counts_distinct_topics_per_minute() {
-        let mut w = TopicWindow::new(2);
+    fn new_topics_are_counted_per_client_per_minute() {
+        let book = ClientBook::new(2, 10, 10);
+        let mut w = TopicWindow::new();
         let t0 = Instant::now();
         let (a, b, c) = (Bytes::from("a"), Bytes::from("b"), Bytes::from("c"));
-        assert!(w.admit(&a, t0));
-        assert!(w.admit(&a, t0));
-        assert!(w.admit(&b, t0));
-        assert!(!w.admit(&c, t0), "third distinct topic in the minute");
-        assert!(w.admit(&a, t0), "known topics stay allowed");
-        assert!(w.admit(&c, t0 + WINDOW), "a new minute starts afresh");
+        assert!(w.admit(&a, t0, &book, "x"));
+        assert!(w.admit(&a, t0, &book, "x"));
+        assert!(w.admit(&b, t0, &book, "x"));
+        assert!(
+            !w.admit(&c, t0, &book, "x"),
+            "third distinct topic in the minute"
+        );
+        assert!(w.admit(&a, t0, &book, "x"), "known topics stay allowed");
+        assert!(TopicWindow::new().admit(&c, t0, &book, "y"), "per client");
+        let mut reconnected = TopicWindow::new();
+        assert!(
+            !reconnected.admit(&c, t0, &book, "x"),
+            "a new session of the same client id does not start afresh"
+        );
+        assert!(w.admit(&c, t0 + WINDOW, &book, "x"), "a new minute does");
     }
 
     #[test]
     fn book_limits_subscriptions_and_retained() {
-        let book = ClientBook::new(2, 1);
+        let book = ClientBook::new(10, 2, 1);
         assert!(book.subscribe("c", "a/#"));
         assert!(book.subscribe("c", "b/#"));
         assert!(

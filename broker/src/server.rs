@@ -121,6 +121,7 @@ pub async fn run(
     let shared = Arc::new(Shared {
         health: health.clone(),
         book: ClientBook::new(
+            config.mqtt.max_new_topics_per_minute,
             config.mqtt.max_subscriptions_per_client,
             config.mqtt.max_retained_per_client,
         ),

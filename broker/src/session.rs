@@ -601,7 +601,12 @@ impl Session {
             .acl
             .decide_bytes(&subject, Action::Publish, &publish.topic);
         if decision.is_allowed() {
-            if !self.topics.admit(&publish.topic, Instant::now()) {
+            if !self.topics.admit(
+                &publish.topic,
+                Instant::now(),
+                &shared.book,
+                &self.client_id,
+            ) {
                 return self.refuse_publish(Quota::NewTopics, qos, pkid);
             }
             if publish.retain
