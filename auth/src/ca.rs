@@ -2,7 +2,6 @@
 //! certificates, sign device CSRs and produce CRLs.
 
 use std::fmt;
-use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -547,23 +546,15 @@ impl Ca {
         key_path: impl AsRef<Path>,
     ) -> Result<(), CaError> {
         let (cert_path, key_path) = (cert_path.as_ref(), key_path.as_ref());
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         let io = |path: &Path| {
             let path = path.to_owned();
             move |source| CaError::Io { path, source }
         };
+        if let Some(dir) = cert_path.parent() {
+            gatehouse_config::secure_fs::ensure_private_dir(dir).map_err(io(cert_path))?;
+        }
         std::fs::write(cert_path, self.cert_pem.as_bytes()).map_err(io(cert_path))?;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(key_path)
-            .map_err(io(key_path))?;
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(io(key_path))?;
-        file.write_all(self.key_pem.expose().as_bytes())
-            .and_then(|()| file.sync_all())
+        gatehouse_config::secure_fs::write(key_path, self.key_pem.expose().as_bytes())
             .map_err(io(key_path))?;
         Ok(())
     }

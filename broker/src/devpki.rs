@@ -69,12 +69,12 @@ impl DevPki {
             } => (bootstrap_ou.clone(), operational_ou.clone()),
             _ => ("bootstrap".to_owned(), "gateway".to_owned()),
         };
-        std::fs::create_dir_all(pki.data_dir.join("clients")).map_err(|source| {
-            BrokerError::Write {
+        gatehouse_config::secure_fs::ensure_private_dir(&pki.data_dir.join("clients")).map_err(
+            |source| BrokerError::Write {
                 path: pki.data_dir.clone(),
                 source,
-            }
-        })?;
+            },
+        )?;
         let ca = Ca::generate(CaOptions {
             common_name: "Gatehouse Dev CA".into(),
             organization: Some("Gatehouse (development only)".into()),
@@ -205,7 +205,12 @@ impl DevPki {
 fn save(cert: &IssuedCert, cert_path: &Path, key_path: &Path) -> Result<(), BrokerError> {
     write(cert_path, cert.cert_pem.as_bytes(), 0o644)?;
     if let Some(key) = &cert.key_pem {
-        write(key_path, key.expose().as_bytes(), 0o600)?;
+        gatehouse_config::secure_fs::write(key_path, key.expose().as_bytes()).map_err(
+            |source| BrokerError::Write {
+                path: key_path.to_path_buf(),
+                source,
+            },
+        )?;
     }
     Ok(())
 }

@@ -31,6 +31,8 @@ struct Fleet {
     device: String,
     admin: String,
     http: reqwest::Client,
+    /// Presents a bootstrap certificate issued through the admin API.
+    device_http: tokio::sync::OnceCell<reqwest::Client>,
     ca_pem: String,
     crl_path: PathBuf,
 }
@@ -59,6 +61,7 @@ fn start_with(provisioning: &str) -> Fleet {
     let ca_pem = std::fs::read_to_string(&pki.ca_path).unwrap();
     Fleet {
         http: https_client(&ca_pem, None),
+        device_http: tokio::sync::OnceCell::new(),
         crl_path: pki.crl_path.clone(),
         broker,
         pki,
@@ -69,9 +72,40 @@ fn start_with(provisioning: &str) -> Fleet {
 }
 
 impl Fleet {
+    /// An HTTPS client presenting a bootstrap certificate of this fleet
+    /// (issued and downloaded once through the admin API), as devices do.
+    async fn device_client(&self) -> &reqwest::Client {
+        self.device_http
+            .get_or_init(|| async {
+                let resp = self
+                    .admin(reqwest::Method::POST, "/api/bootstrap")
+                    .json(&json!({"label": "e2e batch"}))
+                    .send()
+                    .await
+                    .expect("issue bootstrap");
+                assert_eq!(resp.status(), 201);
+                let id = resp.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+                let zip = self
+                    .admin(reqwest::Method::GET, &format!("/api/bootstrap/{id}/bundle"))
+                    .send()
+                    .await
+                    .expect("bootstrap bundle")
+                    .bytes()
+                    .await
+                    .unwrap();
+                let files = unzip(&zip);
+                https_client(
+                    &self.ca_pem,
+                    Some((&files["bootstrap.crt"], &files["bootstrap.key"])),
+                )
+            })
+            .await
+    }
+
     async fn register(&self, body: Value) -> Value {
         let resp = self
-            .http
+            .device_client()
+            .await
             .post(format!("https://{}/api/provision/register/", self.device))
             .json(&body)
             .send()
@@ -456,12 +490,32 @@ async fn the_sidecar_runs_alone_for_mosquitto_deployments() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let ca_pem = std::fs::read_to_string(dir.path().join("gatehouse-data/ca.crt")).unwrap();
+    // Without a bootstrap certificate: refused; with the batch's: registered.
     let resp = https_client(&ca_pem, None)
         .post(format!("https://{device}/api/provision/register/"))
         .json(&json!({"mac": "aa:bb:cc:dd:04:04"}))
         .send()
         .await
         .unwrap();
+    assert_eq!(resp.status(), 401);
+    gatehouse(&[
+        "bootstrap",
+        "issue",
+        "--label",
+        "batch",
+        "--out",
+        "batch.zip",
+    ]);
+    let batch = unzip(&std::fs::read(dir.path().join("batch.zip")).unwrap());
+    let resp = https_client(
+        &ca_pem,
+        Some((&batch["bootstrap.crt"], &batch["bootstrap.key"])),
+    )
+    .post(format!("https://{device}/api/provision/register/"))
+    .json(&json!({"mac": "aa:bb:cc:dd:04:04"}))
+    .send()
+    .await
+    .unwrap();
     assert_eq!(resp.status(), 200);
     // Its metrics are served on [listeners] metrics.
     let text = {

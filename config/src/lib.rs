@@ -20,6 +20,7 @@ mod plugin;
 mod provisioning;
 mod raw;
 pub mod rule;
+pub mod secure_fs;
 mod settings;
 
 pub use error::ConfigError;

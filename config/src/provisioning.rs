@@ -22,6 +22,10 @@ pub(crate) const VALIDITY_DAYS: usize = 3650;
 pub(crate) const RENEWAL_WINDOW_DAYS: usize = 730;
 pub(crate) const RENEWAL_CHECK_INTERVAL: &str = "1h";
 pub(crate) const CRL_VALIDITY: &str = "7days";
+pub(crate) const HEADER_READ_TIMEOUT: &str = "10s";
+pub(crate) const BODY_READ_TIMEOUT: &str = "10s";
+pub(crate) const MAX_CONNECTIONS: usize = 512;
+pub(crate) const MAX_CONNECTIONS_PER_SOURCE: usize = 16;
 
 /// `[provisioning]` as written.
 #[derive(Debug, Default, Deserialize)]
@@ -44,6 +48,11 @@ pub(crate) struct RawProvisioning {
     pub renewal_window_days: Option<i64>,
     pub renewal_check_interval: Option<String>,
     pub crl_validity: Option<String>,
+    pub header_read_timeout: Option<String>,
+    pub body_read_timeout: Option<String>,
+    pub max_connections: Option<i64>,
+    pub max_connections_per_source: Option<i64>,
+    pub require_bootstrap_cert: Option<bool>,
 }
 
 /// Where the registry lives.
@@ -89,6 +98,17 @@ pub struct ProvisioningSettings {
     pub renewal_check_interval: Duration,
     /// nextUpdate - thisUpdate of generated CRLs; they are re-signed at half-life.
     pub crl_validity: Duration,
+    /// Longest wait for a request's headers (also the idle keep-alive limit).
+    pub header_read_timeout: Duration,
+    /// Longest time to receive a request's whole body.
+    pub body_read_timeout: Duration,
+    /// Connections served at once per listener, all sources together.
+    pub max_connections: usize,
+    /// Connections served at once per source IP (trusted proxies exempt).
+    pub max_connections_per_source: usize,
+    /// Device registration needs a valid, unrevoked bootstrap certificate of
+    /// this fleet as TLS client certificate (false only for legacy firmware).
+    pub require_bootstrap_cert: bool,
 }
 
 impl Validator<'_> {
@@ -167,6 +187,26 @@ impl Validator<'_> {
             raw.renewal_window_days,
             RENEWAL_WINDOW_DAYS,
         )?;
+        let max_connections = self.positive(
+            "provisioning.max_connections",
+            raw.max_connections,
+            MAX_CONNECTIONS,
+            1_000_000,
+        )?;
+        let max_connections_per_source = self.positive(
+            "provisioning.max_connections_per_source",
+            raw.max_connections_per_source,
+            MAX_CONNECTIONS_PER_SOURCE,
+            1_000_000,
+        )?;
+        if max_connections_per_source > max_connections {
+            return Err(self.invalid(
+                "provisioning.max_connections_per_source",
+                format!(
+                    "must not exceed max_connections ({max_connections}); lower it or raise max_connections"
+                ),
+            ));
+        }
         Ok(ProvisioningSettings {
             enabled: raw.enabled.unwrap_or(true),
             listen,
@@ -211,6 +251,19 @@ impl Validator<'_> {
                 raw.crl_validity,
                 CRL_VALIDITY,
             )?,
+            header_read_timeout: self.duration(
+                "provisioning.header_read_timeout",
+                raw.header_read_timeout,
+                HEADER_READ_TIMEOUT,
+            )?,
+            body_read_timeout: self.duration(
+                "provisioning.body_read_timeout",
+                raw.body_read_timeout,
+                BODY_READ_TIMEOUT,
+            )?,
+            max_connections,
+            max_connections_per_source,
+            require_bootstrap_cert: raw.require_bootstrap_cert.unwrap_or(true),
         })
     }
 }

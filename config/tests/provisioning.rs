@@ -40,6 +40,35 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(p.validity_days, 3650);
     assert_eq!(p.renewal_window_days, 730);
     assert_eq!(p.crl_validity, Duration::from_secs(7 * 86400));
+    assert_eq!(p.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(p.body_read_timeout, Duration::from_secs(10));
+    assert_eq!(p.max_connections, 512);
+    assert_eq!(p.max_connections_per_source, 16);
+    assert!(p.require_bootstrap_cert);
+}
+
+#[test]
+fn connection_limits_timeouts_and_bootstrap_requirement() {
+    let p = parse(
+        "[provisioning]\nheader_read_timeout = \"3s\"\nbody_read_timeout = \"2s\"\n\
+         max_connections = 64\nmax_connections_per_source = 4\nrequire_bootstrap_cert = false\n",
+    )
+    .unwrap()
+    .provisioning;
+    assert_eq!(p.header_read_timeout, Duration::from_secs(3));
+    assert_eq!(p.body_read_timeout, Duration::from_secs(2));
+    assert_eq!(p.max_connections, 64);
+    assert_eq!(p.max_connections_per_source, 4);
+    assert!(!p.require_bootstrap_cert);
+    let e = err("[provisioning]\nbody_read_timeout = \"0s\"\n");
+    assert_eq!(e.key(), Some("provisioning.body_read_timeout"));
+    let e = err("[provisioning]\nheader_read_timeout = \"soon\"\n");
+    assert_eq!(e.key(), Some("provisioning.header_read_timeout"));
+    let e = err("[provisioning]\nmax_connections_per_source = 0\n");
+    assert_eq!(e.key(), Some("provisioning.max_connections_per_source"));
+    let e = err("[provisioning]\nmax_connections = 8\nmax_connections_per_source = 9\n");
+    assert_eq!(e.key(), Some("provisioning.max_connections_per_source"));
+    assert!(e.to_string().contains("max_connections"), "{e}");
 }
 
 #[test]

@@ -19,7 +19,7 @@
 //! replayed, the rest is reported and skipped.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -117,7 +117,7 @@ impl Spool {
     /// Opens (creating) the spool directory, scans existing segments and
     /// starts the writer thread.
     pub(crate) fn open(cfg: SpoolConfig, metrics: Metrics) -> std::io::Result<Spool> {
-        std::fs::create_dir_all(&cfg.dir)?;
+        gatehouse_config::secure_fs::ensure_private_dir(&cfg.dir)?;
         let node = node_id(&cfg.dir)?;
         let mut state = State::default();
         for (seq, path) in list_segments(&cfg.dir)? {
@@ -513,10 +513,7 @@ impl Inner {
                 .next_back()
                 .map_or(now, |last| now.max(last + 1));
             let path = segment_path(&self.cfg.dir, seq);
-            let mut file = OpenOptions::new()
-                .create_new(true)
-                .append(true)
-                .open(&path)?;
+            let mut file = gatehouse_config::secure_fs::create_new_append(&path)?;
             file.write_all(MAGIC)?;
             file.sync_data()?;
             File::open(&self.cfg.dir)?.sync_all()?;
@@ -576,7 +573,7 @@ fn node_id(dir: &Path) -> std::io::Result<String> {
     h2.write_u64(h.finish());
     let id = format!("{:016x}{:016x}", h.finish(), h2.finish());
     let tmp = dir.join("node-id.tmp");
-    let mut f = File::create(&tmp)?;
+    let mut f = gatehouse_config::secure_fs::create(&tmp)?;
     f.write_all(id.as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, &path)?;

@@ -6,7 +6,6 @@
 //!
 //! The binary mounts [`Command`] and calls [`run`].
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -293,20 +292,8 @@ async fn serve_metrics(
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    Ok(())
+    gatehouse_config::secure_fs::write(path, bytes)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Writes a fresh random admin token (64 hex characters, mode 0600) to
@@ -330,7 +317,7 @@ async fn ca_init(
     force: bool,
 ) -> anyhow::Result<()> {
     let p = &config.provisioning;
-    std::fs::create_dir_all(&config.data_dir)
+    gatehouse_config::secure_fs::ensure_private_dir(&config.data_dir)
         .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
     let ca = if p.ca_cert.exists() && !force {
         println!("CA: keeping {}", p.ca_cert.display());
@@ -341,9 +328,7 @@ async fn ca_init(
             ..CaOptions::default()
         })?;
         for f in [&p.ca_cert, &p.ca_key] {
-            if let Some(d) = f.parent() {
-                std::fs::create_dir_all(d)?;
-            }
+            gatehouse_config::secure_fs::ensure_parent_dir(f)?;
         }
         ca.write_files(&p.ca_cert, &p.ca_key)?;
         println!(
@@ -355,6 +340,7 @@ async fn ca_init(
     };
     if !p.cert.exists() || force {
         let server = ca.issue_server(server_names, 825)?;
+        gatehouse_config::secure_fs::ensure_parent_dir(&p.cert)?;
         std::fs::write(&p.cert, &server.cert_pem)?;
         let key = server.key_pem.context("server key missing")?;
         write_private(&p.key, key.expose().as_bytes())?;

@@ -134,14 +134,63 @@ impl Provisioning {
         &self,
         new: NewRegistration,
     ) -> Result<(Registration, bool), ProvisioningError> {
-        let (reg, created) = self.store.register(&new, OffsetDateTime::now_utc()).await?;
+        let now = OffsetDateTime::now_utc();
+        let (reg, created) = self.store.register(&new, now).await?;
         if created {
             tracing::info!(
-                id = reg.id, mac = %reg.mac, ip = reg.source_ip.as_deref().unwrap_or("-"),
-                csr = reg.has_csr, "device registered, waiting for allocation"
+                id = reg.id, mac = ?reg.mac, ip = ?reg.source_ip.as_deref().unwrap_or("-"),
+                csr = reg.has_csr, bootstrap = ?reg.bootstrap_id,
+                "device registered, waiting for allocation"
             );
+            return Ok((reg, true));
         }
-        Ok((reg, created))
+        // A PENDENTE record made without a bootstrap certificate (legacy,
+        // `require_bootstrap_cert = false`) is claimed by the device that
+        // presents one: its CSR replaces the anonymous caller's.
+        if new.bootstrap_id.is_some()
+            && reg.bootstrap_id.is_none()
+            && reg.status == crate::store::Status::Pendente
+        {
+            let mut tx = self.store.begin().await?;
+            if self.store.claim_registration(&mut tx, reg.id, &new).await? {
+                let detail = format!(
+                    "mac={} bootstrap={} ip={} csr={}; replaces the anonymous registration from ip={} (csr={})",
+                    new.mac,
+                    new.bootstrap_id.unwrap_or_default(),
+                    new.source_ip.as_deref().unwrap_or("-"),
+                    new.csr_pem.is_some(),
+                    reg.source_ip.as_deref().unwrap_or("-"),
+                    reg.has_csr,
+                );
+                self.store
+                    .audit(
+                        &mut tx,
+                        "device-api",
+                        "registration.claim",
+                        &format!("registration:{}", reg.id),
+                        &detail,
+                        now,
+                    )
+                    .await?;
+                tx.commit().await?;
+                tracing::warn!(
+                    id = reg.id, mac = ?new.mac, ip = ?new.source_ip.as_deref().unwrap_or("-"),
+                    anonymous_ip = ?reg.source_ip.as_deref().unwrap_or("-"),
+                    bootstrap = ?new.bootstrap_id,
+                    "anonymous registration claimed by a device presenting the bootstrap certificate; its data replace the anonymous ones"
+                );
+                let claimed =
+                    self.store
+                        .registration(reg.id)
+                        .await?
+                        .ok_or(ProvisioningError::NotFound {
+                            what: "registration",
+                            id: reg.id,
+                        })?;
+                return Ok((claimed, true));
+            }
+        }
+        Ok((reg, false))
     }
 
     // ---- allocation / rejection ---------------------------------------------
@@ -773,7 +822,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
+    gatehouse_config::secure_fs::ensure_private_dir(dir)?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -782,7 +831,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = dir.join(format!(".{name}.tmp-{}-{seq}", std::process::id()));
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = gatehouse_config::secure_fs::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;

@@ -29,6 +29,22 @@ pub enum SidecarError {
     Token(#[from] TokenError),
 }
 
+/// Logs one warning when the admin API listens beyond loopback. `true` when
+/// it warned.
+pub fn warn_if_admin_exposed(admin_addr: SocketAddr) -> bool {
+    if admin_addr.ip().to_canonical().is_loopback() {
+        return false;
+    }
+    tracing::warn!(
+        key = "provisioning.admin_listen",
+        %admin_addr,
+        "the admin API listens beyond loopback: anyone who reaches {admin_addr} can try the \
+         admin token; set [provisioning] admin_listen to 127.0.0.1:PORT, or keep this address \
+         on a firewalled management network"
+    );
+    true
+}
+
 /// A running sidecar.
 #[derive(Debug)]
 pub struct Sidecar {
@@ -85,20 +101,24 @@ impl Sidecar {
             let _ = rx.wait_for(|s| *s).await;
         };
         let mut tasks = JoinSet::new();
+        let limits = server::Limits::from_settings(p);
         tasks.spawn(server::serve(
             device_l,
             device_tls,
             device::router(app.clone()),
+            limits.clone(),
             stopped(rx.clone()),
         ));
         tasks.spawn(server::serve(
             admin_l,
             admin_tls,
             admin::router(app, token),
+            limits,
             stopped(rx.clone()),
         ));
         tasks.spawn(service.clone().run_periodic(stopped(rx)));
         tracing::info!(%device_addr, %admin_addr, "provisioning sidecar listening");
+        warn_if_admin_exposed(admin_addr);
         Ok(Sidecar {
             device_addr,
             admin_addr,
@@ -117,5 +137,45 @@ impl Sidecar {
     /// Waits until the tasks end (they end only on [`Sidecar::stop`]).
     pub async fn wait(&mut self) {
         while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Captures what the fmt subscriber writes.
+    #[derive(Clone, Default)]
+    struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn admin_api_beyond_loopback_is_warned_about_once() {
+        let out = Capture::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            assert!(!warn_if_admin_exposed("127.0.0.1:8444".parse().unwrap()));
+            assert!(!warn_if_admin_exposed("[::1]:8444".parse().unwrap()));
+            assert!(warn_if_admin_exposed("0.0.0.0:8444".parse().unwrap()));
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        assert!(lines[0].contains("WARN"), "{text}");
+        assert!(lines[0].contains("provisioning.admin_listen"), "{text}");
+        assert!(lines[0].contains("0.0.0.0:8444"), "{text}");
     }
 }

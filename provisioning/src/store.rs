@@ -388,11 +388,12 @@ pub struct Store {
 impl Store {
     /// Opens (creating it if needed) a SQLite file and applies migrations.
     pub async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
-                source: sqlx::Error::Io(e),
-            })?;
-        }
+        // The store holds undownloaded bootstrap private keys: the file (and
+        // the journal files SQLite makes with its mode) is 0600, its
+        // directory 0700 when created here.
+        gatehouse_config::secure_fs::prepare_sqlite_file(path).map_err(|e| StoreError::Open {
+            source: sqlx::Error::Io(e),
+        })?;
         let url = format!("sqlite://{}?mode=rwc", path.display());
         // One connection: SQLite has one writer anyway, and this keeps
         // transactions from tripping over each other's locks.
@@ -497,6 +498,34 @@ impl Store {
             column: "registrations.mac",
             reason: "could not settle a registration after 3 attempts".into(),
         })
+    }
+
+    /// A device presenting a bootstrap certificate claims a PENDENTE record
+    /// that was made anonymously for its MAC: its fields (CSR included)
+    /// replace the anonymous ones. `false` when the record is no longer
+    /// PENDENTE or was already made with a bootstrap certificate.
+    pub async fn claim_registration(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        id: i64,
+        new: &NewRegistration,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE registrations SET serial = $1, model = $2, fw_version = $3, source_ip = $4, \
+             bootstrap_id = $5, bootstrap_fingerprint = $6, csr_pem = $7 \
+             WHERE id = $8 AND status = 'PENDENTE' AND bootstrap_id IS NULL",
+        )
+        .bind(&new.serial)
+        .bind(&new.model)
+        .bind(&new.fw_version)
+        .bind(&new.source_ip)
+        .bind(new.bootstrap_id)
+        .bind(&new.bootstrap_fingerprint)
+        .bind(&new.csr_pem)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn open_registration(&self, mac: &str) -> Result<Option<Registration>, StoreError> {

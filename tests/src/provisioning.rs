@@ -35,6 +35,9 @@ pub struct Harness {
     pub token: String,
     /// The sidecar's metrics (unregistered).
     pub metrics: Metrics,
+    /// A bootstrap certificate and key (PEM) issued on first use by
+    /// [`Harness::bootstrap_identity`].
+    bootstrap: tokio::sync::OnceCell<(String, String)>,
 }
 
 impl Harness {
@@ -87,7 +90,38 @@ impl Harness {
             sidecar,
             token,
             metrics,
+            bootstrap: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// A bootstrap certificate of this fleet and its key (PEM), issued and
+    /// downloaded through the service the first time it is asked for.
+    pub async fn bootstrap_identity(&self) -> &(String, String) {
+        self.bootstrap
+            .get_or_init(|| async {
+                let svc = &self.sidecar.service;
+                let boot = svc
+                    .issue_bootstrap("harness batch", "harness")
+                    .await
+                    .expect("issue bootstrap");
+                let zip = svc
+                    .download_bootstrap(boot.id, "harness")
+                    .await
+                    .expect("download bootstrap");
+                let files = unzip(&zip);
+                (
+                    files["bootstrap.crt"].clone(),
+                    files["bootstrap.key"].clone(),
+                )
+            })
+            .await
+    }
+
+    /// An HTTPS client presenting this fleet's bootstrap certificate, as a
+    /// factory-fresh device does on the device API.
+    pub async fn device_client(&self) -> reqwest::Client {
+        let (cert, key) = self.bootstrap_identity().await;
+        self.client(Some((cert, key)))
     }
 
     /// The fleet CA certificate, PEM.
@@ -120,33 +154,60 @@ impl Harness {
 /// An HTTPS client trusting `ca_pem`, optionally presenting a client
 /// certificate (PEM cert, PEM key).
 pub fn https_client(ca_pem: &str, identity: Option<(&str, &str)>) -> reqwest::Client {
-    {
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-            roots.add(c.expect("CA PEM")).expect("CA cert");
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("protocols")
-            .with_root_certificates(roots);
-        let tls = match identity {
-            None => builder.with_no_client_auth(),
-            Some((cert, key)) => {
-                let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
-                    .collect::<Result<Vec<_>, _>>()
-                    .expect("client cert PEM");
-                let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("client key PEM");
-                builder
-                    .with_client_auth_cert(chain, key)
-                    .expect("client cert")
-            }
-        };
-        reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .build()
-            .expect("reqwest client")
+    https_client_from(ca_pem, identity, None)
+}
+
+/// [`https_client`] whose connections leave from `local` (e.g. a second
+/// loopback address such as 127.0.0.2, to be another source IP).
+pub fn https_client_from(
+    ca_pem: &str,
+    identity: Option<(&str, &str)>,
+    local: Option<std::net::IpAddr>,
+) -> reqwest::Client {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls_client_config(ca_pem, identity))
+        .local_address(local)
+        .build()
+        .expect("reqwest client")
+}
+
+/// A rustls client configuration trusting `ca_pem`, optionally presenting a
+/// client certificate (PEM cert, PEM key), offering HTTP/1.1.
+pub fn tls_client_config(ca_pem: &str, identity: Option<(&str, &str)>) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.expect("CA PEM")).expect("CA cert");
     }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocols")
+        .with_root_certificates(roots);
+    match identity {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .expect("client cert PEM");
+            let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("client key PEM");
+            builder
+                .with_client_auth_cert(chain, key)
+                .expect("client cert")
+        }
+    }
+}
+
+/// A raw TLS connection (no HTTP client) to `addr`, for tests that speak
+/// HTTP/1.1 byte by byte. `None` when the server closed it during the
+/// handshake.
+pub async fn raw_tls(
+    ca_pem: &str,
+    addr: std::net::SocketAddr,
+) -> Option<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_client_config(ca_pem, None)));
+    let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("server name");
+    connector.connect(name, tcp).await.ok()
 }
 
 /// A device key and its CSR (PEM).

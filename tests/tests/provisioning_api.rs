@@ -32,8 +32,9 @@ async fn post(
     (status, body)
 }
 
+/// Registers as a device does: presenting the fleet's bootstrap certificate.
 async fn register(h: &Harness, body: Value) -> (StatusCode, Value) {
-    post(h, &h.client(None), body.to_string()).await
+    post(h, &h.device_client().await, body.to_string()).await
 }
 
 fn admin(h: &Harness, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
@@ -120,7 +121,8 @@ async fn register_contract(store: StoreKind) {
     );
     // Same MAC (other spelling, other path): the existing record.
     let resp = h
-        .client(None)
+        .device_client()
+        .await
         .post(h.device_url("/tds_new/api/provision/register/"))
         .body(json!({"mac": "aa:bb:cc:dd:ee:01"}).to_string())
         .send()
@@ -155,7 +157,7 @@ async fn register_contract(store: StoreKind) {
 
 async fn bad_input(store: StoreKind) {
     let h = Harness::start(store, "rate_limit = 1000\nmax_body_bytes = 4096").await;
-    let c = h.client(None);
+    let c = h.device_client().await;
     let cases: Vec<(String, &str)> = vec![
         ("{}".into(), "`mac` is required"),
         (json!({"mac": null}).to_string(), "`mac` is required"),
@@ -250,7 +252,8 @@ async fn rate_limit(store: StoreKind) {
     );
     // X-Forwarded-For from an untrusted peer is ignored: still limited.
     let resp = h
-        .client(None)
+        .device_client()
+        .await
         .post(h.device_url(REGISTER))
         .header("x-forwarded-for", "203.0.113.9")
         .body(json!({"mac": "aa:bb:cc:dd:ee:19"}).to_string())
@@ -271,7 +274,8 @@ async fn rate_limit(store: StoreKind) {
     .await;
     for (i, ip) in ["203.0.113.1", "203.0.113.2"].iter().enumerate() {
         let resp = h
-            .client(None)
+            .device_client()
+            .await
             .post(h.device_url(REGISTER))
             .header("x-forwarded-for", *ip)
             .body(json!({"mac": format!("aa:bb:cc:dd:ee:2{i}")}).to_string())
@@ -281,7 +285,8 @@ async fn rate_limit(store: StoreKind) {
         assert_eq!(resp.status(), StatusCode::OK, "{ip}");
     }
     let resp = h
-        .client(None)
+        .device_client()
+        .await
         .post(h.device_url(REGISTER))
         .header("x-forwarded-for", "203.0.113.1")
         .body(json!({"mac": "aa:bb:cc:dd:ee:29"}).to_string())
@@ -348,7 +353,7 @@ async fn idempotency_and_states(store: StoreKind) {
     // Concurrent POSTs for one new MAC make one record.
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..8 {
-        let (c, url) = (h.client(None), h.device_url(REGISTER));
+        let (c, url) = (h.device_client().await, h.device_url(REGISTER));
         set.spawn(async move {
             let r = c
                 .post(url)
@@ -383,6 +388,8 @@ async fn idempotency_and_states(store: StoreKind) {
         .unwrap()
         .iter()
         .map(|a| a["action"].as_str().unwrap())
+        // The harness issued and downloaded the devices' bootstrap certificate.
+        .filter(|a| !a.starts_with("bootstrap."))
         .collect();
     assert_eq!(actions, ["registration.reject", "registration.allocate"]);
     // ... and cannot be rewritten.
@@ -551,6 +558,8 @@ async fn legacy_path(store: StoreKind) {
         .unwrap()
         .iter()
         .map(|a| a["action"].as_str().unwrap())
+        // The harness issued and downloaded the devices' bootstrap certificate.
+        .filter(|a| !a.starts_with("bootstrap."))
         .collect();
     assert_eq!(
         actions,
@@ -731,8 +740,9 @@ async fn bootstrap_lifecycle(store: StoreKind) {
     let serial: Serial = second["serial"].as_str().unwrap().parse().unwrap();
     assert!(set.contains(&serial));
     let (s, b) = post(&h, &boot, json!({"mac": "aa:bb:cc:dd:ee:74"}).to_string()).await;
-    assert_eq!(s, StatusCode::BAD_REQUEST);
-    invalid("revoked", &b);
+    assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+    assert_eq!(b["code"], "forbidden", "{b}");
+    assert!(b["message"].as_str().unwrap().contains("revoked"), "{b}");
     // First batch's bundle can no longer... it still can be downloaded once.
     let resp = admin(
         &h,
@@ -846,6 +856,344 @@ async fn renewal_and_presence(store: StoreKind) {
     h.stop().await;
 }
 
+// ---- device API: who may register --------------------------------------------
+
+fn refused(status: StatusCode, code: &str, part: &str, (s, b): &(StatusCode, Value)) {
+    assert_eq!(*s, status, "{b}");
+    assert_eq!(b["status"], "error", "{b}");
+    assert_eq!(b["code"], code, "{b}");
+    assert!(
+        b["message"].as_str().unwrap_or("").contains(part),
+        "message should mention {part:?}: {b}"
+    );
+    assert_eq!(b.as_object().unwrap().len(), 3, "{b}");
+}
+
+/// MAC squatting: by default nobody registers without a valid, unrevoked
+/// bootstrap certificate of this fleet, so an attacker cannot claim a MAC
+/// first with their own CSR. `GET /crl.pem` stays public.
+async fn bootstrap_cert_required(store: StoreKind) {
+    let h = Harness::start(store, "rate_limit = 1000").await;
+    h.bootstrap_identity().await;
+    let (_, boots) = admin_json(&h, reqwest::Method::GET, "/api/bootstrap", None).await;
+    let fp = boots[0]["fingerprint"].as_str().unwrap().to_owned();
+    let mac = "aa:bb:cc:dd:ee:a1";
+    let attacker = csr_p256();
+    let anon = h.client(None);
+    for body in [
+        json!({"mac": mac, "csr_pem": attacker.csr_pem}),
+        // A body fingerprint proves nothing without the certificate.
+        json!({"mac": mac, "csr_pem": attacker.csr_pem, "bootstrap_fingerprint": fp}),
+    ] {
+        let answer = post(&h, &anon, body.to_string()).await;
+        refused(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "bootstrap certificate",
+            &answer,
+        );
+    }
+    let (_, list) = admin_json(&h, reqwest::Method::GET, "/api/registrations", None).await;
+    assert_eq!(list, json!([]), "nothing recorded for anonymous callers");
+    let crl = anon.get(h.device_url("/crl.pem")).send().await.unwrap();
+    assert_eq!(crl.status(), StatusCode::OK);
+    assert!(crl.text().await.unwrap().contains("BEGIN X509 CRL"));
+
+    // The real device registers, and allocation signs its own key.
+    let device = csr_p256();
+    let (s, b) = register(&h, json!({"mac": mac, "csr_pem": device.csr_pem})).await;
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (StatusCode::OK, Some("registered")),
+        "{b}"
+    );
+    let resp = allocate(&h, b["registro_id"].as_i64().unwrap(), "GW00A1").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let files = unzip(&resp.bytes().await.unwrap());
+    let cert = verify_against_ca(&files["device.crt"], &h.ca_pem());
+    assert_eq!(cert.public_key().raw, device.spki_der.as_slice());
+
+    // A certificate of this fleet that is no bootstrap certificate (here an
+    // operational one) is refused.
+    let (_, b) = register(&h, json!({"mac": "aa:bb:cc:dd:ee:a2"})).await;
+    let resp = allocate(&h, b["registro_id"].as_i64().unwrap(), "GW00A2").await;
+    let legacy = unzip(&resp.bytes().await.unwrap());
+    let operational = h.client(Some((&legacy["device.crt"], &legacy["device.key"])));
+    let answer = post(
+        &h,
+        &operational,
+        json!({"mac": "aa:bb:cc:dd:ee:a3"}).to_string(),
+    )
+    .await;
+    refused(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "not a bootstrap certificate",
+        &answer,
+    );
+    let outcome = |o: &str| h.metrics.register_requests.with_label_values(&[o]).get();
+    assert_eq!((outcome("unauthorized"), outcome("forbidden")), (2, 1));
+    h.stop().await;
+}
+
+/// `require_bootstrap_cert = false` (legacy firmware): anonymous
+/// registrations are accepted, a body fingerprint is not believed, and the
+/// device presenting the bootstrap certificate later claims the MAC: its CSR
+/// replaces the anonymous one (audited).
+async fn anonymous_record_is_claimed(store: StoreKind) {
+    let h = Harness::start(store, "rate_limit = 1000\nrequire_bootstrap_cert = false").await;
+    h.bootstrap_identity().await;
+    let (_, boots) = admin_json(&h, reqwest::Method::GET, "/api/bootstrap", None).await;
+    let fp = boots[0]["fingerprint"].as_str().unwrap().to_owned();
+    let mac = "aa:bb:cc:dd:ee:b1";
+    let attacker = csr_p256();
+    let anon = h.client(None);
+    let (s, b) = post(
+        &h,
+        &anon,
+        json!({"mac": mac, "csr_pem": attacker.csr_pem, "bootstrap_fingerprint": fp}).to_string(),
+    )
+    .await;
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (StatusCode::OK, Some("registered")),
+        "{b}"
+    );
+    let id = b["registro_id"].as_i64().unwrap();
+    let (_, regs) = admin_json(&h, reqwest::Method::GET, "/api/registrations", None).await;
+    assert_eq!(regs[0]["bootstrap_id"], Value::Null, "{regs}");
+    assert_eq!(regs[0]["bootstrap_fingerprint"], Value::Null, "{regs}");
+    // Anonymous again: the existing record, unchanged.
+    let (_, b) = post(
+        &h,
+        &anon,
+        json!({"mac": mac, "csr_pem": csr_p256().csr_pem}).to_string(),
+    )
+    .await;
+    assert_eq!(b["code"], "already_registered", "{b}");
+
+    let device = csr_p256();
+    let (s, b) = register(&h, json!({"mac": mac, "csr_pem": device.csr_pem})).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["code"], "registered", "{b}");
+    assert_eq!(b["registro_id"], id, "{b}");
+    let (_, regs) = admin_json(&h, reqwest::Method::GET, "/api/registrations", None).await;
+    assert_eq!(regs.as_array().unwrap().len(), 1, "{regs}");
+    assert_eq!(regs[0]["bootstrap_fingerprint"], fp.as_str(), "{regs}");
+    // Once claimed, neither anonymous callers nor a second claim change it.
+    let (_, b) = post(
+        &h,
+        &anon,
+        json!({"mac": mac, "csr_pem": attacker.csr_pem}).to_string(),
+    )
+    .await;
+    assert_eq!(b["code"], "already_registered", "{b}");
+    let (_, b) = register(&h, json!({"mac": mac, "csr_pem": attacker.csr_pem})).await;
+    assert_eq!(b["code"], "already_registered", "{b}");
+    let (_, audit) = admin_json(&h, reqwest::Method::GET, "/api/audit", None).await;
+    let claims: Vec<&Value> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "registration.claim")
+        .collect();
+    assert_eq!(claims.len(), 1, "{audit}");
+    let resp = allocate(&h, id, "GW00B1").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let files = unzip(&resp.bytes().await.unwrap());
+    let cert = verify_against_ca(&files["device.crt"], &h.ca_pem());
+    assert_eq!(
+        cert.public_key().raw,
+        device.spki_der.as_slice(),
+        "the device's key is signed, not the squatter's"
+    );
+    h.stop().await;
+}
+
+// ---- device API: slow clients ---------------------------------------------------
+
+/// Many slow-drip connections from one source (127.0.0.1) cannot take the
+/// device API away from another client (127.0.0.2), and a slow body is cut
+/// after `body_read_timeout` (default 10 s).
+async fn slow_clients_cannot_starve(store: StoreKind) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::start(store, "rate_limit = 1000").await;
+    let (cert, key) = h.bootstrap_identity().await.clone();
+    let ca = h.ca_pem();
+    let addr = h.sidecar.device_addr;
+    // More than the whole connection budget of the old server (512).
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..520 {
+        let ca = ca.clone();
+        tasks.spawn(async move {
+            let connect = gatehouse_tests::provisioning::raw_tls(&ca, addr);
+            let mut tls = tokio::time::timeout(std::time::Duration::from_secs(3), connect)
+                .await
+                .ok()??;
+            let head = "POST /api/provision/register/ HTTP/1.1\r\nhost: localhost\r\n\
+                        content-type: application/json\r\ncontent-length: 100\r\n\r\n{";
+            tls.write_all(head.as_bytes()).await.ok()?;
+            tls.flush().await.ok()?;
+            Some(tls)
+        });
+    }
+    let mut slow = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        if let Some(c) = r.unwrap() {
+            slow.push(c);
+        }
+    }
+    let started = std::time::Instant::now();
+    eprintln!("{} slow connections held open", slow.len());
+    assert!(!slow.is_empty());
+    // One of them keeps dripping a byte a second.
+    let mut drip = slow.pop().unwrap();
+    let dripper = tokio::spawn(async move {
+        let mut answer = Vec::new();
+        loop {
+            tokio::select! {
+                n = drip.read_to_end(&mut answer) => {
+                    let _ = n;
+                    return (started.elapsed(), String::from_utf8_lossy(&answer).into_owned());
+                }
+                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {
+                    if drip.write_all(b" ").await.is_err() || drip.flush().await.is_err() {
+                        return (started.elapsed(), String::from_utf8_lossy(&answer).into_owned());
+                    }
+                }
+            }
+        }
+    });
+    // Another source is served at once.
+    let other: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let good =
+        gatehouse_tests::provisioning::https_client_from(&ca, Some((&cert, &key)), Some(other));
+    let deadline = std::time::Duration::from_secs(5);
+    let crl = tokio::time::timeout(deadline, good.get(h.device_url("/crl.pem")).send())
+        .await
+        .expect("GET /crl.pem answered within 5 s despite the slow clients")
+        .unwrap();
+    assert_eq!(crl.status(), StatusCode::OK);
+    let reg = tokio::time::timeout(
+        deadline,
+        good.post(h.device_url(REGISTER))
+            .body(json!({"mac": "aa:bb:cc:dd:ee:c1"}).to_string())
+            .send(),
+    )
+    .await
+    .expect("registration answered within 5 s despite the slow clients")
+    .unwrap();
+    assert_eq!(reg.status(), StatusCode::OK);
+    // The dripping body is cut after the body timeout (10 s), with a 408.
+    let (after, answer) = tokio::time::timeout(std::time::Duration::from_secs(20), dripper)
+        .await
+        .expect("slow body cut within 20 s")
+        .unwrap();
+    assert!(
+        after < std::time::Duration::from_secs(16),
+        "cut after {after:?}"
+    );
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"code\":\"request_timeout\""), "{answer}");
+    drop(slow);
+    h.stop().await;
+}
+
+// ---- admin API: errors, auth scheme, Expect -------------------------------------
+
+async fn admin_errors_are_json(store: StoreKind) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::start(store, "max_body_bytes = 4096").await;
+    let json_error = |status: StatusCode, resp: reqwest::Response| async move {
+        assert_eq!(resp.status(), status);
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let text = resp.text().await.unwrap();
+        assert_eq!(ct.as_deref(), Some("application/json"), "{status}: {text}");
+        let b: Value = serde_json::from_str(&text).expect("JSON body");
+        assert_eq!(b["status"], "error", "{b}");
+        assert!(b["code"].is_string() && b["message"].is_string(), "{b}");
+        b
+    };
+    let send = |req: reqwest::RequestBuilder| async move { req.send().await.unwrap() };
+    // Unknown path, wrong method, bad path parameter, bad JSON, too large.
+    json_error(
+        StatusCode::NOT_FOUND,
+        send(admin(&h, reqwest::Method::GET, "/nope")).await,
+    )
+    .await;
+    let b = json_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        send(admin(&h, reqwest::Method::GET, "/api/crl")).await,
+    )
+    .await;
+    assert_eq!(b["code"], "method_not_allowed");
+    let b = json_error(
+        StatusCode::BAD_REQUEST,
+        send(admin(
+            &h,
+            reqwest::Method::POST,
+            "/api/certificates/abc/revoke",
+        ))
+        .await,
+    )
+    .await;
+    assert_eq!(b["code"], "invalid_request");
+    json_error(
+        StatusCode::BAD_REQUEST,
+        send(admin(&h, reqwest::Method::POST, "/api/bootstrap").body("{nope")).await,
+    )
+    .await;
+    let b = json_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        send(admin(&h, reqwest::Method::POST, "/api/bootstrap").body(vec![b' '; 5000])).await,
+    )
+    .await;
+    assert_eq!(b["code"], "payload_too_large");
+    // Unauthenticated: still JSON.
+    let resp = send(h.client(None).get(h.admin_url("/api/crl"))).await;
+    let status = resp.status();
+    assert!(
+        [StatusCode::UNAUTHORIZED, StatusCode::METHOD_NOT_ALLOWED].contains(&status),
+        "{status}"
+    );
+    json_error(status, resp).await;
+    // The auth scheme is case-insensitive.
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let resp = h
+            .client(None)
+            .get(h.admin_url("/api/registrations"))
+            .header("authorization", format!("{scheme} {}", h.token))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{scheme}");
+    }
+    // Expect: 100-continue with a too large Content-Length: 413 at once,
+    // never a 100 Continue.
+    let mut tls = gatehouse_tests::provisioning::raw_tls(&h.ca_pem(), h.sidecar.admin_addr)
+        .await
+        .expect("TLS to the admin API");
+    let head = format!(
+        "POST /api/bootstrap HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\nexpect: 100-continue\r\ncontent-length: 100000000\r\n\r\n",
+        h.token
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.flush().await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), tls.read(&mut buf))
+        .await
+        .expect("an answer within 5 s")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("payload_too_large"), "{answer}");
+    h.stop().await;
+}
+
 macro_rules! sqlite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -870,6 +1218,10 @@ sqlite!(
     bootstrap_lifecycle,
     admin_auth,
     renewal_and_presence,
+    bootstrap_cert_required,
+    anonymous_record_is_claimed,
+    slow_clients_cannot_starve,
+    admin_errors_are_json,
 );
 
 /// A fresh, empty database on the shared PostgreSQL server.
@@ -928,6 +1280,8 @@ postgres!(
     bootstrap_lifecycle,
     admin_auth,
     renewal_and_presence,
+    bootstrap_cert_required,
+    anonymous_record_is_claimed,
 );
 
 /// Revocations on PostgreSQL send `NOTIFY gatehouse_crl` with the CRL number,

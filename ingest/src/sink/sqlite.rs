@@ -39,9 +39,10 @@ impl SqliteSink {
             path: path.to_path_buf(),
             source,
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| err(sqlx::Error::Io(e)))?;
-        }
+        // Telemetry is data: the file and its -wal/-shm (SQLite gives them
+        // the database file's mode) are 0600, a created directory 0700.
+        gatehouse_config::secure_fs::prepare_sqlite_file(path)
+            .map_err(|e| err(sqlx::Error::Io(e)))?;
         let opts = SqliteConnectOptions::from_str("sqlite:")
             .map_err(err)?
             .filename(path)

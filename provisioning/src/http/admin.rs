@@ -33,7 +33,7 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use super::AppState;
+use super::{AppState, BodyGuard, json_errors, read_body};
 use crate::error::ProvisioningError;
 use crate::service::AllocateRequest;
 use crate::store::Status;
@@ -100,6 +100,12 @@ struct AdminState {
 /// The admin API router.
 pub fn router(app: AppState, token: AdminToken) -> Router {
     let max_body = app.service.settings().max_body_bytes;
+    let guard = BodyGuard {
+        max_bytes: max_body,
+        timeout: app.service.settings().body_read_timeout,
+        too_large_code: "payload_too_large",
+        refused: None,
+    };
     let state = AdminState { app, token };
     let api = Router::new()
         .route("/api/registrations", get(registrations))
@@ -115,6 +121,7 @@ pub fn router(app: AppState, token: AdminToken) -> Router {
         .route("/api/gateways", get(gateways))
         .route("/api/audit", get(audit))
         .route("/api/crl", post(publish_crl))
+        .route_layer(middleware::from_fn_with_state(guard, read_body))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/crl.pem", get(crl_pem))
@@ -122,6 +129,7 @@ pub fn router(app: AppState, token: AdminToken) -> Router {
         .fallback(|| async { err(StatusCode::NOT_FOUND, "not_found", "No such endpoint.") })
         .with_state(state)
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .layer(middleware::map_response(json_errors))
 }
 
 fn err(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
@@ -137,14 +145,13 @@ async fn require_token(State(st): State<AdminState>, req: Request, next: Next) -
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(bearer_token);
     match presented {
         Some(t) if st.token.matches(t) => next.run(req).await,
         other => {
             st.app.service.metrics().admin_unauthorized.inc();
             tracing::warn!(
-                path = %req.uri().path(),
+                path = ?req.uri().path(),
                 reason = if other.is_some() { "wrong token" } else { "no token" },
                 "admin API request refused"
             );
@@ -158,6 +165,16 @@ async fn require_token(State(st): State<AdminState>, req: Request, next: Next) -
             resp
         }
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` value; the scheme is
+/// case-insensitive (RFC 9110 §11.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 fn failure(e: ProvisioningError) -> Response {

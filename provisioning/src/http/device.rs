@@ -2,11 +2,22 @@
 //! `POST /api/provision/register/` (also under `/tds_new/`, where deployed
 //! firmware posts) and the public `GET /crl.pem`.
 //!
+//! Registration requires a valid, unrevoked bootstrap certificate of this
+//! fleet as TLS client certificate unless `[provisioning]
+//! require_bootstrap_cert = false` (legacy firmware); `GET /crl.pem` needs
+//! none (client auth is optional at the TLS layer).
+//!
 //! Answers (always JSON):
 //! * 200 `{"status":"ok","code":"registered","message":…,"registro_id":N}`
 //! * 200 `{"status":"ok","code":"already_registered","message":…,
 //!   "registro_status":"PENDENTE"|"PROVISIONADO","registro_id":N}`
 //! * 400 / 413 `{"status":"error","code":"invalid_request","message":…}`
+//! * 401 `{"status":"error","code":"unauthorized","message":…}` (no bootstrap
+//!   certificate presented)
+//! * 403 `{"status":"error","code":"forbidden","message":…}` (a fleet
+//!   certificate that is no bootstrap certificate, or a revoked one)
+//! * 408 `{"status":"error","code":"request_timeout","message":…}` (body
+//!   slower than `body_read_timeout`)
 //! * 429 `{"status":"error","code":"rate_limited","message":…}`
 //! * 500 `{"status":"error","code":"server_error","message":…}`
 
@@ -24,8 +35,10 @@ use axum::routing::{get, post};
 use gatehouse_auth::{Fingerprint, validate_csr};
 use serde_json::{Value, json};
 
+use axum::middleware;
+
 use super::ratelimit::{RateLimiter, client_ip};
-use super::{AppState, Peer};
+use super::{AppState, BodyGuard, Peer, json_errors, read_body};
 use crate::mac::Mac;
 use crate::store::{NewRegistration, Status};
 
@@ -45,6 +58,12 @@ pub fn router(app: AppState) -> Router {
     let s = app.service.settings();
     let limiter = Arc::new(RateLimiter::new(s.rate_limit, s.rate_limit_window));
     let max_body = s.max_body_bytes;
+    let guard = BodyGuard {
+        max_bytes: max_body,
+        timeout: s.body_read_timeout,
+        too_large_code: "invalid_request",
+        refused: Some(app.service.metrics().register_requests.clone()),
+    };
     let state = DeviceState { app, limiter };
     Router::new()
         .route("/api/provision/register/", post(register))
@@ -52,8 +71,11 @@ pub fn router(app: AppState) -> Router {
         .route("/tds_new/api/provision/register/", post(register))
         .route("/tds_new/api/provision/register", post(register))
         .route("/crl.pem", get(crl_pem))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "No such endpoint.") })
         .with_state(state)
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(guard, read_body))
+        .layer(middleware::map_response(json_errors))
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
@@ -135,6 +157,17 @@ async fn register(
             );
         }
     };
+    if peer.client_cert.is_none() && settings.require_bootstrap_cert {
+        outcome("unauthorized");
+        tracing::warn!(%ip, "registration without a bootstrap certificate refused");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Registration requires this fleet's bootstrap certificate as the TLS client \
+             certificate: configure the device with bootstrap.crt and bootstrap.key from its \
+             factory bundle.",
+        );
+    }
     match parse(&st, &peer, ip, &body).await {
         Ok(new) => match st.app.service.register(new).await {
             Ok((reg, true)) => {
@@ -172,7 +205,7 @@ async fn register(
             }
             Err(e) => {
                 outcome("server_error");
-                tracing::error!(%ip, error = %e, "registration could not be stored");
+                tracing::error!(%ip, error = ?e.to_string(), "registration could not be stored");
                 error(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "server_error",
@@ -181,7 +214,12 @@ async fn register(
             }
         },
         Err(resp) => {
-            outcome("invalid_request");
+            outcome(match resp.status() {
+                StatusCode::FORBIDDEN => "forbidden",
+                StatusCode::UNAUTHORIZED => "unauthorized",
+                StatusCode::INTERNAL_SERVER_ERROR => "server_error",
+                _ => "invalid_request",
+            });
             resp
         }
     }
@@ -195,7 +233,7 @@ async fn parse(
     body: &[u8],
 ) -> Result<NewRegistration, Response> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
-        tracing::info!(%ip, error = %e, "registration: malformed JSON");
+        tracing::info!(%ip, error = ?e.to_string(), "registration: malformed JSON");
         invalid(format!("Body is not valid JSON: {e}"))
     })?;
     let Value::Object(obj) = value else {
@@ -222,63 +260,79 @@ async fn parse(
     let csr_pem = text_field(&obj, "csr_pem", MAX_CSR)?;
     if let Some(csr) = &csr_pem {
         if let Err(e) = validate_csr(csr) {
-            tracing::info!(%ip, %mac, error = %e, "registration: CSR refused");
+            tracing::info!(%ip, mac = ?mac.as_str(), error = ?e.to_string(), "registration: CSR refused");
             return Err(invalid(format!("`csr_pem` refused: {e}")));
         }
     }
     // The bootstrap certificate presented over TLS is the truth; a body
-    // fingerprint that disagrees with it is refused.
-    let session_fp = peer.client_cert.as_ref().map(|der| Fingerprint::of(der));
-    let fingerprint = match (session_fp, body_fp) {
-        (Some(s), Some(b)) if s != b => {
-            tracing::warn!(%ip, %mac, "registration: body bootstrap_fingerprint differs from the TLS client certificate");
-            return Err(invalid(
-                "`bootstrap_fingerprint` does not match the client certificate presented over TLS.",
+    // fingerprint that disagrees with it is refused, and one sent without a
+    // certificate (legacy mode) proves nothing and is not recorded.
+    let Some(der) = peer.client_cert.as_ref() else {
+        if body_fp.is_some() {
+            tracing::info!(%ip, mac = ?mac.as_str(), "registration: body bootstrap_fingerprint ignored (no client certificate presented)");
+        }
+        return Ok(NewRegistration {
+            mac: mac.as_str().to_owned(),
+            serial,
+            model,
+            fw_version,
+            source_ip: Some(ip.to_string()),
+            bootstrap_id: None,
+            bootstrap_fingerprint: None,
+            csr_pem,
+        });
+    };
+    let fp = Fingerprint::of(der);
+    if body_fp.is_some_and(|b| b != fp) {
+        tracing::warn!(%ip, mac = ?mac.as_str(), "registration: body bootstrap_fingerprint differs from the TLS client certificate");
+        return Err(invalid(
+            "`bootstrap_fingerprint` does not match the client certificate presented over TLS.",
+        ));
+    }
+    let bootstrap_id = match st
+        .app
+        .service
+        .store()
+        .bootstrap_by_fingerprint(&fp.to_string())
+        .await
+    {
+        Ok(Some(b)) if b.revoked_at.is_some() => {
+            tracing::warn!(%ip, mac = ?mac.as_str(), bootstrap = b.id, "registration with a revoked bootstrap certificate refused");
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "The bootstrap certificate is revoked: load the current batch's bootstrap \
+                 certificate onto the device.",
             ));
         }
-        (Some(s), _) => Some(s),
-        (None, b) => b,
-    };
-    let mut bootstrap_id = None;
-    if let Some(fp) = &fingerprint {
-        match st
-            .app
-            .service
-            .store()
-            .bootstrap_by_fingerprint(&fp.to_string())
-            .await
-        {
-            Ok(Some(b)) if b.revoked_at.is_some() => {
-                tracing::warn!(%ip, %mac, bootstrap = b.id, "registration with a revoked bootstrap certificate");
-                return Err(invalid("The bootstrap certificate is revoked."));
-            }
-            Ok(Some(b)) => bootstrap_id = Some(b.id),
-            Ok(None) => {
-                if session_fp.is_some() {
-                    // Chains to the fleet CA but is no bootstrap we issued.
-                    return Err(invalid(
-                        "The client certificate is not a bootstrap certificate of this fleet.",
-                    ));
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "bootstrap lookup failed");
-                return Err(error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "server_error",
-                    "Internal error while registering the device; try again later.",
-                ));
-            }
+        Ok(Some(b)) => b.id,
+        Ok(None) => {
+            // Chains to the fleet CA but is no bootstrap we issued.
+            tracing::warn!(%ip, mac = ?mac.as_str(), "registration with a fleet certificate that is not a bootstrap certificate refused");
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "The client certificate is not a bootstrap certificate of this fleet: present \
+                 bootstrap.crt from the factory bundle.",
+            ));
         }
-    }
+        Err(e) => {
+            tracing::error!(error = %e, "bootstrap lookup failed");
+            return Err(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "Internal error while registering the device; try again later.",
+            ));
+        }
+    };
     Ok(NewRegistration {
         mac: mac.as_str().to_owned(),
         serial,
         model,
         fw_version,
         source_ip: Some(ip.to_string()),
-        bootstrap_id,
-        bootstrap_fingerprint: fingerprint.map(|f| f.to_string()),
+        bootstrap_id: Some(bootstrap_id),
+        bootstrap_fingerprint: Some(fp.to_string()),
         csr_pem,
     })
 }
