@@ -817,6 +817,8 @@ impl Provisioning {
 
 /// Writes `bytes` to `path` via a temporary file in the same directory,
 /// fsync, then rename: watchers see the old file or the new one, never half.
+/// The file is a CRL, public by nature, so it is made 0644: a Mosquitto
+/// running as its own user must be able to read it.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path
         .parent()
@@ -833,6 +835,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let result = (|| {
         let mut f = gatehouse_config::secure_fs::create(&tmp)?;
         f.write_all(bytes)?;
+        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
         if let Ok(d) = std::fs::File::open(dir) {

@@ -35,8 +35,10 @@ async fn secrets_and_data_are_private_under_umask_022() {
         h.config.provisioning.key.clone(),
         h.config.provisioning.admin_token_file.clone(),
         data.join("provisioning.db"),
-        h.config.tls.crl.clone().unwrap(),
     ];
+    // The CRL is public: a Mosquitto running as its own user reads it.
+    let crl = h.config.tls.crl.clone().unwrap();
+    assert_eq!(mode(&crl), 0o644, "{}", crl.display());
 
     // Ingest into SQLite, with its spool, in the same data directory.
     let text = format!(
