@@ -28,12 +28,16 @@ pub(crate) fn guard(on_panic: Rc, f: impl FnOnce() -> Rc) -> Rc {
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
+                .unwrap_or_else(|| "unknown panic".into())
+                .escape_debug()
+                .to_string();
             // Logging itself must not panic again here.
             let _ = catch_unwind(|| {
                 log(
                     Level::Err,
-                    &format!("gatehouse: internal error (panic: {what}); refusing the request"),
+                    &format!(
+                        "gatehouse: internal error (panic: {what}); the callback returned error code {on_panic} to Mosquitto"
+                    ),
                 )
             });
             on_panic

@@ -123,6 +123,7 @@ impl Plugin {
             .filter(|p| !p.as_os_str().is_empty())
             .ok_or(PluginError::NoConfigOption)?;
         let config = Config::load(&config_path)?;
+        warn_whole_tree_grants(&config);
         let rules = Rules::from_config(&config)?;
 
         let (watcher, revocation) = match &config.tls.crl {
@@ -464,6 +465,7 @@ impl Plugin {
                 return;
             }
         };
+        warn_whole_tree_grants(&config);
         let rules = match Rules::from_config(&config) {
             Ok(r) => r,
             Err(e) => {
@@ -500,5 +502,19 @@ impl Plugin {
         }
         drop(self.server.take());
         log::drain();
+    }
+}
+
+/// Rules granting `#` are legal but let every client of that kind reach
+/// every other client's topics: said at start (and on reload), as the
+/// embedded broker does.
+fn warn_whole_tree_grants(config: &Config) {
+    for (key, rule) in config.acl.whole_tree_grants() {
+        ffi::log(
+            Level::Warning,
+            &format!(
+                "gatehouse: {key} grants {rule:?}: every client of that kind can reach every other client's topics. Narrow it (e.g. \"telemetry/{{cn}}/#\") unless that is really meant"
+            ),
+        );
     }
 }

@@ -476,3 +476,38 @@ fn ingest_can_be_turned_off_and_is_on_by_default() {
     assert!(mosq.log().contains("ingest on"), "{}", mosq.log());
     assert!(mosq.terminate().success(), "{}", mosq.log());
 }
+
+#[test]
+fn a_rule_granting_the_whole_tree_is_warned_about_at_start_and_reload() {
+    let pki = Pki::generate();
+    let mosq = Mosquitto::start(
+        &pki,
+        &Options {
+            gatehouse_extra: "[acl.operational]\nsubscribe = [\"#\"]\n".into(),
+            ..Options::default()
+        },
+    );
+    assert!(
+        mosq.wait_log(
+            "gatehouse: acl.operational.subscribe grants \"#\"",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        mosq.log()
+    );
+    let base = std::fs::read_to_string(&mosq.gatehouse_toml).unwrap();
+    std::fs::write(
+        &mosq.gatehouse_toml,
+        base.replace("subscribe = [\"#\"]", "receive = [\"#\"]"),
+    )
+    .unwrap();
+    mosq.reload();
+    assert!(
+        mosq.wait_log(
+            "gatehouse: acl.operational.receive grants \"#\"",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        mosq.log()
+    );
+}
