@@ -234,6 +234,20 @@ async fn schema_mismatch_sends_rows_to_the_reject_table() {
 /// acknowledged afterwards lands exactly once, and nothing is dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tables_dropped_while_running_are_recreated_and_nothing_acknowledged_is_lost() {
+    database_comes_back_empty(|pg| {
+        pg.psql("DROP TABLE telemetry, telemetry_rejects, telemetry_batches");
+    })
+    .await;
+}
+
+/// The same with the whole database dropped (open connections killed) and
+/// created again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_recreated_while_running_gets_the_tables_and_every_record() {
+    database_comes_back_empty(Postgres::recreate_database).await;
+}
+
+async fn database_comes_back_empty(empty_it: impl FnOnce(&Postgres)) {
     let pg = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
     let spool = tempfile::tempdir().unwrap();
     let mut settings = pg.ingest_settings(spool.path());
@@ -253,7 +267,7 @@ async fn tables_dropped_while_running_are_recreated_and_nothing_acknowledged_is_
     assert_eq!(pg.psql("SELECT count(*) FROM telemetry"), "200");
 
     // Everything ingest created is gone.
-    pg.psql("DROP TABLE telemetry, telemetry_rejects, telemetry_batches");
+    empty_it(&pg);
     let mut waiters = Vec::new();
     for seq in 1000..1600 {
         waiters.push(submit(&h, "GW-1", &format!(r#"{{"seq":{seq}}}"#)).await);
