@@ -230,6 +230,111 @@ pub struct RevocationSet {
     pub this_update: Option<OffsetDateTime>,
     /// `nextUpdate`; when several CRLs were loaded, the earliest one.
     pub next_update: Option<OffsetDateTime>,
+    /// Issuer, number and entries of every CRL loaded, for
+    /// [`RevocationSet::rollback_from`]. Empty for hand-built sets.
+    versions: Vec<CrlVersion>,
+}
+
+/// What identifies one CRL of a loaded file for the rollback check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CrlVersion {
+    issuer_raw: Vec<u8>,
+    /// `cRLNumber` as upper-case hex without leading zero digits ("" = 0).
+    number: Option<String>,
+    /// SHA-256 of the `revokedCertificates` content octets.
+    entries_digest: [u8; 32],
+}
+
+/// Why a newly loaded CRL must not replace the one in force: it may be an
+/// older CRL replayed over a newer one, which would un-revoke certificates.
+///
+/// Rules, per issuing CA present in the set in force:
+/// * a CRL whose cRLNumber is lower than the one in force is refused;
+/// * the same cRLNumber is accepted only if it lists exactly the same
+///   entries (a re-signature, e.g. a node rewriting the CRL after
+///   `NOTIFY gatehouse_crl`); other content under that number is refused,
+///   because a CA must bump the number for every change;
+/// * a CRL without a cRLNumber cannot replace one with a number (no order
+///   can be proven, so it is treated as a rollback);
+/// * a file that no longer holds a CRL of that CA is refused too.
+///
+/// When the CRL in force has no cRLNumber, nothing can be ordered and any
+/// valid CRL of that CA is accepted. Restarting always loads the file as it
+/// is (that is how an operator deliberately goes back).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrlRollback {
+    /// The issuing CA, as a distinguished name.
+    pub issuer: String,
+    /// cRLNumber of that CA's CRL in force (decimal, or hex beyond 128 bits).
+    pub in_force: String,
+    /// cRLNumber of that CA's CRL in the new file, if it has one.
+    pub offered: Option<String>,
+    pub kind: CrlRollbackKind,
+}
+
+/// See [`CrlRollback`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrlRollbackKind {
+    /// The new CRL's number is lower than the one in force.
+    LowerNumber,
+    /// Same number as the CRL in force, but other revoked entries.
+    SameNumberOtherEntries,
+    /// The new CRL has no cRLNumber.
+    NoNumber,
+    /// The new file holds no CRL of this CA.
+    IssuerMissing,
+}
+
+impl fmt::Display for CrlRollback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (issuer, in_force) = (&self.issuer, &self.in_force);
+        let offered = self.offered.as_deref().unwrap_or("none");
+        match self.kind {
+            CrlRollbackKind::LowerNumber => write!(
+                f,
+                "CRL number {offered} of \"{issuer}\" is lower than CRL number {in_force} in \
+                 force (an older CRL would un-revoke certificates); publish a CRL with a number \
+                 above {in_force}"
+            ),
+            CrlRollbackKind::SameNumberOtherEntries => write!(
+                f,
+                "CRL number {offered} of \"{issuer}\" lists other revocations than CRL number \
+                 {in_force} in force; a CA must bump the CRL number for every change: publish it \
+                 with a number above {in_force}"
+            ),
+            CrlRollbackKind::NoNumber => write!(
+                f,
+                "CRL of \"{issuer}\" has no CRL number (none) while CRL number {in_force} is in \
+                 force, so it may be older; publish a CRL with a number above {in_force}"
+            ),
+            CrlRollbackKind::IssuerMissing => write!(
+                f,
+                "the file no longer holds a CRL of \"{issuer}\" (CRL number {in_force} in force, \
+                 new: none); include that CA's current CRL, or restart to drop it on purpose"
+            ),
+        }
+    }
+}
+
+/// `integer_hex` output without leading zero digits.
+fn number_key(hex: &str) -> String {
+    hex.trim_start_matches('0').to_owned()
+}
+
+/// Compares two [`number_key`]s numerically.
+fn cmp_numbers(a: &str, b: &str) -> std::cmp::Ordering {
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+}
+
+/// Decimal when it fits 128 bits (as provisioning logs it), else `0x` hex.
+fn display_number(key: &str) -> String {
+    if key.is_empty() {
+        return "0".into();
+    }
+    match u128::from_str_radix(key, 16) {
+        Ok(n) => n.to_string(),
+        Err(_) => format!("0x{key}"),
+    }
 }
 
 impl fmt::Debug for RevocationSet {
@@ -257,6 +362,7 @@ impl RevocationSet {
             crl_number: None,
             this_update: None,
             next_update: None,
+            versions: Vec::new(),
         }
     }
 
@@ -367,6 +473,60 @@ impl RevocationSet {
     pub fn iter(&self) -> impl Iterator<Item = &Serial> + '_ {
         self.serials.iter()
     }
+
+    /// `Some` when this (newly loaded) set must not replace `in_force`
+    /// because it may be an older CRL: see [`CrlRollback`] for the rules.
+    /// Sets without CRL metadata (hand-built) never count as rollbacks.
+    pub fn rollback_from(&self, in_force: &RevocationSet) -> Option<CrlRollback> {
+        for old in &in_force.versions {
+            let Some(old_number) = &old.number else {
+                continue; // nothing to order by
+            };
+            let issuer = || display_name(&old.issuer_raw);
+            let in_force = display_number(old_number);
+            let mut same_issuer = self
+                .versions
+                .iter()
+                .filter(|v| v.issuer_raw == old.issuer_raw)
+                .peekable();
+            if same_issuer.peek().is_none() {
+                return Some(CrlRollback {
+                    issuer: issuer(),
+                    in_force,
+                    offered: None,
+                    kind: CrlRollbackKind::IssuerMissing,
+                });
+            }
+            // Several CRLs of one CA in a file: the newest one decides.
+            let new = same_issuer
+                .max_by(|a, b| match (&a.number, &b.number) {
+                    (Some(x), Some(y)) => cmp_numbers(x, y),
+                    (x, y) => x.is_some().cmp(&y.is_some()),
+                })
+                .expect("peeked");
+            let Some(new_number) = &new.number else {
+                return Some(CrlRollback {
+                    issuer: issuer(),
+                    in_force,
+                    offered: None,
+                    kind: CrlRollbackKind::NoNumber,
+                });
+            };
+            let kind = match cmp_numbers(new_number, old_number) {
+                std::cmp::Ordering::Greater => continue,
+                std::cmp::Ordering::Equal if new.entries_digest == old.entries_digest => continue,
+                std::cmp::Ordering::Equal => CrlRollbackKind::SameNumberOtherEntries,
+                std::cmp::Ordering::Less => CrlRollbackKind::LowerNumber,
+            };
+            return Some(CrlRollback {
+                issuer: issuer(),
+                in_force,
+                offered: Some(display_number(new_number)),
+                kind,
+            });
+        }
+        None
+    }
 }
 
 /// Collects serials of one or more CRLs. Serials are staged in a compact
@@ -377,6 +537,7 @@ struct Accumulator {
     serials: Vec<Serial>,
     /// (nextUpdate, thisUpdate, crlNumber) of every CRL, in input order.
     meta: Vec<(Option<OffsetDateTime>, OffsetDateTime, Option<String>)>,
+    versions: Vec<CrlVersion>,
 }
 
 impl Accumulator {
@@ -384,6 +545,11 @@ impl Accumulator {
         let crl = ParsedCrl::parse(der, verifier)?;
         self.serials.reserve_exact(crl.entry_count);
         crl.push_serials(&mut self.serials)?;
+        self.versions.push(CrlVersion {
+            issuer_raw: crl.issuer_raw.to_vec(),
+            number: crl.crl_number.as_deref().map(number_key),
+            entries_digest: crl.entries_digest(),
+        });
         self.meta
             .push((crl.next_update, crl.this_update, crl.crl_number));
         Ok(())
@@ -406,12 +572,14 @@ impl Accumulator {
             crl_number,
             this_update: Some(this_update),
             next_update,
+            versions: self.versions,
         }
     }
 }
 
 /// One CRL, verified, with its entry list still in DER.
 struct ParsedCrl<'a> {
+    issuer_raw: &'a [u8],
     this_update: OffsetDateTime,
     next_update: Option<OffsetDateTime>,
     crl_number: Option<String>,
@@ -480,12 +648,20 @@ impl<'a> ParsedCrl<'a> {
             entry_count += 1;
         }
         Ok(ParsedCrl {
+            issuer_raw: issuer.raw,
             this_update,
             next_update,
             crl_number,
             revoked,
             entry_count,
         })
+    }
+
+    fn entries_digest(&self) -> [u8; 32] {
+        let d = ring::digest::digest(&ring::digest::SHA256, self.revoked);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(d.as_ref());
+        out
     }
 
     fn push_serials(&self, out: &mut Vec<Serial>) -> Result<(), CrlError> {
@@ -667,6 +843,71 @@ mod tests {
             RevocationSet::from_crl_bytes(text.as_bytes(), &verifier(&[&a])),
             Err(CrlError::UnknownIssuer { .. })
         ));
+    }
+
+    #[test]
+    fn rollback_is_judged_per_issuing_ca() {
+        let a = ca("Device CA");
+        let b = ca("Bootstrap CA");
+        let v = verifier(&[&a, &b]);
+        let load = |parts: &[(&crate::Ca, u64)]| {
+            let text: String = parts
+                .iter()
+                .map(|(ca, n)| ca.crl(&crl_spec(*n, &[])).unwrap())
+                .collect();
+            RevocationSet::from_crl_bytes(text.as_bytes(), &v).unwrap()
+        };
+        let in_force = load(&[(&a, 7), (&b, 3)]);
+        // Both newer, or one newer and the other re-signed unchanged.
+        assert_eq!(load(&[(&a, 8), (&b, 4)]).rollback_from(&in_force), None);
+        // Empty entry lists are equal content.
+        assert_eq!(load(&[(&b, 3), (&a, 8)]).rollback_from(&in_force), None);
+
+        let rb = load(&[(&a, 8), (&b, 2)]).rollback_from(&in_force).unwrap();
+        assert_eq!(rb.kind, CrlRollbackKind::LowerNumber);
+        assert_eq!(
+            (rb.in_force.as_str(), rb.offered.as_deref()),
+            ("3", Some("2"))
+        );
+        assert!(rb.issuer.contains("Bootstrap CA"), "{rb}");
+
+        let rb = load(&[(&a, 8)]).rollback_from(&in_force).unwrap();
+        assert_eq!(rb.kind, CrlRollbackKind::IssuerMissing);
+        assert!(rb.to_string().contains("Bootstrap CA"), "{rb}");
+
+        // A new CA's CRL may be added; a set without CRLs in force orders nothing.
+        assert_eq!(
+            load(&[(&a, 7), (&b, 1)]).rollback_from(&load(&[(&a, 7)])),
+            None
+        );
+        assert_eq!(
+            load(&[(&a, 1)]).rollback_from(&RevocationSet::empty()),
+            None
+        );
+        // A set without CRLs cannot replace CRLs in force.
+        assert_eq!(
+            RevocationSet::from_serials([synthetic_serial(1)]).rollback_from(&in_force),
+            Some(CrlRollback {
+                issuer: display_name(&in_force.versions[0].issuer_raw),
+                in_force: "7".into(),
+                offered: None,
+                kind: CrlRollbackKind::IssuerMissing,
+            })
+        );
+    }
+
+    #[test]
+    fn crl_numbers_compare_as_numbers() {
+        use std::cmp::Ordering::*;
+        let n = |x: u128| number_key(&format!("{x:02X}"));
+        assert_eq!(cmp_numbers(&n(0x100), &n(0xFF)), Greater);
+        assert_eq!(cmp_numbers(&n(0), &n(1)), Less);
+        assert_eq!(cmp_numbers(&n(9), &n(9)), Equal);
+        assert_eq!(cmp_numbers(&number_key("00FF"), &number_key("FF")), Equal);
+        assert_eq!(display_number(&n(255)), "255");
+        assert_eq!(display_number(&n(0)), "0");
+        let big = "1".repeat(40);
+        assert_eq!(display_number(&big), format!("0x{big}"));
     }
 
     #[test]

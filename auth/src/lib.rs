@@ -87,7 +87,7 @@ pub use ca::{
     RevokedEntry, San, Usage,
 };
 pub use classify::Classifier;
-pub use crl::{CrlError, CrlVerifier, RevocationSet};
+pub use crl::{CrlError, CrlRollback, CrlRollbackKind, CrlVerifier, RevocationSet};
 pub use csr::{CsrInfo, MAX_RSA_BITS, MIN_RSA_BITS, VerifiedCsr, validate_csr};
 pub use identity::{Identity, IdentityError, Kind};
 pub use keys::KeyAlgorithm;

@@ -5,6 +5,12 @@
 //! and inside Mosquitto's process. Change detection compares the file's
 //! length, mtime, ctime, inode and device, which also catches the
 //! write-temp-then-rename publication used by provisioning.
+//!
+//! A reload never goes back in time: a validly signed CRL that is older than
+//! the one in force (lower cRLNumber, same number with other entries, or no
+//! number at all; see [`CrlRollback`](crate::CrlRollback)) is refused, the
+//! CRL in force is kept, one warning names the file and both numbers, and
+//! [`CrlStatusSnapshot::reloads_rollback`] counts it.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -84,6 +90,9 @@ pub struct RevocationUpdate {
 pub struct CrlStatusSnapshot {
     pub reloads_ok: u64,
     pub reloads_failed: u64,
+    /// Valid CRLs refused because they are older than the one in force
+    /// (`gatehouse_crl_reloads_total{result="rollback"}`).
+    pub reloads_rollback: u64,
     /// The set in force is past its nextUpdate.
     pub stale: bool,
     /// Revoked serials in the set in force.
@@ -101,6 +110,7 @@ struct Shared {
     updates: Mutex<Option<broadcast::Sender<RevocationUpdate>>>,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
+    reloads_rollback: AtomicU64,
     stale: AtomicBool,
     entries: AtomicUsize,
     last_error: ArcSwapOption<String>,
@@ -119,6 +129,7 @@ impl Shared {
             updates: Mutex::new(Some(updates)),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
+            reloads_rollback: AtomicU64::new(0),
             stale: AtomicBool::new(stale),
             last_error: ArcSwapOption::empty(),
             last_reload_nanos: AtomicU64::new(0),
@@ -209,6 +220,7 @@ impl RevocationHandle {
         CrlStatusSnapshot {
             reloads_ok: s.reloads_ok.load(Ordering::Relaxed),
             reloads_failed: s.reloads_failed.load(Ordering::Relaxed),
+            reloads_rollback: s.reloads_rollback.load(Ordering::Relaxed),
             stale: s.stale.load(Ordering::Relaxed),
             entries: s.entries.load(Ordering::Relaxed),
             last_error: s.last_error.load_full().map(|e| (*e).clone()),
@@ -423,6 +435,20 @@ impl Poller {
             Err(e) => return self.fail(e.to_string()),
         };
         let old = self.shared.set.load_full();
+        if let Some(rollback) = new.rollback_from(&old) {
+            tracing::warn!(
+                path = %self.path.display(),
+                in_force = %rollback.in_force,
+                offered = rollback.offered.as_deref().unwrap_or("none"),
+                "CRL rollback refused in {}: {rollback}; keeping the CRL in force",
+                self.path.display()
+            );
+            self.shared.reloads_rollback.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .last_error
+                .store(Some(Arc::new(rollback.to_string())));
+            return;
+        }
         let newly_revoked: Arc<[Serial]> =
             new.iter().filter(|s| !old.contains(s)).copied().collect();
         let s = &self.shared;
@@ -731,6 +757,133 @@ mod tests {
             other => panic!("expected InFile, got {other:?}"),
         }
         assert!(err.to_string().contains("fleet.crl"), "{err}");
+    }
+
+    /// Waits for the watcher to refuse `n` rollbacks in total.
+    fn rollbacks(handle: &RevocationHandle, n: u64) -> CrlStatusSnapshot {
+        within_a_second(|| {
+            let s = handle.status();
+            (s.reloads_rollback >= n).then_some(s)
+        })
+    }
+
+    #[test]
+    fn older_crl_does_not_replace_newer_one() {
+        let (a, b) = (synthetic_serial(1), synthetic_serial(2));
+        let fx = fixture(&[a]);
+        let watcher = CrlWatcher::start(fx.path.clone(), fx.verifier.clone(), FAST).unwrap();
+        let handle = watcher.handle();
+        let mut rx = handle.subscribe();
+        std::fs::write(&fx.path, fx.ca.crl(&crl_spec(2, &[a, b])).unwrap()).unwrap();
+        next_update(&mut rx);
+
+        // CRL number 1, validly signed, replayed over number 2.
+        std::fs::write(&fx.path, fx.ca.crl(&crl_spec(1, &[a])).unwrap()).unwrap();
+        let status = rollbacks(&handle, 1);
+        assert_eq!(
+            handle.check(&b),
+            Err(RevocationError::Revoked { serial: b }),
+            "an older CRL un-revoked {b}"
+        );
+        assert_eq!(handle.current().crl_number.as_deref(), Some("02"));
+        assert_eq!(status.reloads_ok, 2);
+        assert_eq!(status.reloads_failed, 0);
+        assert_eq!(status.entries, 2);
+        let error = status.last_error.unwrap();
+        assert!(
+            error.contains("CRL number 1 ") && error.contains("CRL number 2 in force"),
+            "{error}"
+        );
+        assert!(matches!(rx.try_recv(), Err(TryRecvError::Empty)));
+        // Refused once, not again on every poll.
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(handle.status().reloads_rollback, 1);
+
+        // A newer CRL is taken, even one that un-lists a serial, and
+        // numbers compare as numbers (0x0100 > 0xFF).
+        std::fs::write(&fx.path, fx.ca.crl(&crl_spec(255, &[a, b])).unwrap()).unwrap();
+        next_update(&mut rx);
+        std::fs::write(&fx.path, fx.ca.crl(&crl_spec(256, &[b])).unwrap()).unwrap();
+        next_update(&mut rx);
+        assert_eq!(handle.check(&a), Ok(()));
+        let status = handle.status();
+        assert_eq!((status.reloads_ok, status.reloads_rollback), (4, 1));
+        assert_eq!(status.last_error, None);
+    }
+
+    #[test]
+    fn same_number_needs_the_same_entries() {
+        let (a, b) = (synthetic_serial(1), synthetic_serial(2));
+        let fx = fixture(&[]);
+        let first = crl_spec(3, &[a]);
+        std::fs::write(&fx.path, fx.ca.crl(&first).unwrap()).unwrap();
+        let watcher = CrlWatcher::start(fx.path.clone(), fx.verifier.clone(), FAST).unwrap();
+        let handle = watcher.handle();
+        let mut rx = handle.subscribe();
+
+        // Same number, other entries: refused.
+        std::fs::write(&fx.path, fx.ca.crl(&crl_spec(3, &[b])).unwrap()).unwrap();
+        let status = rollbacks(&handle, 1);
+        assert_eq!(
+            handle.check(&a),
+            Err(RevocationError::Revoked { serial: a }),
+            "a CRL under the same number un-revoked {a}"
+        );
+        assert!(!handle.current().contains(&b));
+        let error = status.last_error.unwrap();
+        assert!(error.contains("bump the CRL number"), "{error}");
+
+        // Same number and entries, signed again with later dates (what a
+        // node does after NOTIFY gatehouse_crl): accepted.
+        let resigned = CrlSpec {
+            this_update: first.this_update + time::Duration::minutes(10),
+            next_update: first.next_update + time::Duration::days(1),
+            ..first.clone()
+        };
+        std::fs::write(&fx.path, fx.ca.crl(&resigned).unwrap()).unwrap();
+        let update = next_update(&mut rx);
+        assert!(update.newly_revoked.is_empty());
+        assert_eq!(
+            handle.current().next_update.unwrap().unix_timestamp(),
+            resigned.next_update.unix_timestamp()
+        );
+        let status = handle.status();
+        assert_eq!((status.reloads_ok, status.reloads_rollback), (2, 1));
+        assert_eq!(status.last_error, None);
+    }
+
+    #[test]
+    fn crl_without_number_cannot_replace_numbered_one() {
+        let a = synthetic_serial(1);
+        let fx = fixture(&[a]);
+        let watcher = CrlWatcher::start(fx.path.clone(), fx.verifier.clone(), FAST).unwrap();
+        let handle = watcher.handle();
+        std::fs::write(&fx.path, crl_without_number(&fx.ca, &crl_spec(9, &[]))).unwrap();
+        let status = rollbacks(&handle, 1);
+        assert_eq!(
+            handle.check(&a),
+            Err(RevocationError::Revoked { serial: a }),
+            "a CRL without a number un-revoked {a}"
+        );
+        assert!(
+            status.last_error.unwrap().contains("has no CRL number"),
+            "{:?}",
+            handle.status()
+        );
+        watcher.stop();
+
+        // Without a number in force nothing can be ordered: any valid CRL
+        // of the CA replaces it.
+        let watcher = CrlWatcher::start(fx.path.clone(), fx.verifier.clone(), FAST).unwrap();
+        let handle = watcher.handle();
+        let mut rx = handle.subscribe();
+        assert_eq!(handle.current().crl_number, None);
+        std::fs::write(&fx.path, crl_without_number(&fx.ca, &crl_spec(1, &[a]))).unwrap();
+        next_update(&mut rx);
+        std::fs::write(&fx.path, fx.ca.crl(&crl_spec(1, &[])).unwrap()).unwrap();
+        next_update(&mut rx);
+        assert_eq!(handle.check(&a), Ok(()));
+        assert_eq!(handle.status().reloads_rollback, 0);
     }
 
     #[test]

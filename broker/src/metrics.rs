@@ -188,7 +188,7 @@ impl Metrics {
             crl_reloads: counter_vec(
                 &r,
                 "gatehouse_crl_reloads_total",
-                "CRL reloads by result",
+                "CRL reloads by result (rollback: an older CRL refused)",
                 &["result"],
             )?,
             crl_stale: gauge(
@@ -222,6 +222,7 @@ impl Metrics {
             m.crl_reloads.with_label_values(&[result]);
             m.tls_reloads.with_label_values(&[result]);
         }
+        m.crl_reloads.with_label_values(&["rollback"]);
         Ok(m)
     }
 
@@ -239,6 +240,10 @@ impl Metrics {
             sync(
                 self.crl_reloads.with_label_values(&["failed"]),
                 s.reloads_failed,
+            );
+            sync(
+                self.crl_reloads.with_label_values(&["rollback"]),
+                s.reloads_rollback,
             );
             self.crl_stale.set(i64::from(s.stale));
             self.crl_entries.set(s.entries as i64);

@@ -144,6 +144,71 @@ async fn a_certificate_revoked_while_connected_is_kicked_within_a_second() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_crl_written_over_a_newer_one_does_not_unrevoke() {
+    let mut pki = Pki::generate();
+    let b = BrokerProcess::start(exe(), &pki, "");
+    // CRL number 1, as the fleet CA signed it: kept to replay later.
+    let older = std::fs::read(&pki.crl_path).unwrap();
+    let gw = pki.issue_operational("GW0110-0110");
+    connect_v4(b.mqtt, &pki, Some(&gw), "GW0110-0110", |_| {})
+        .await
+        .unwrap();
+    pki.revoke(gw.cert.serial); // CRL number 2
+    b.wait_metric("gatehouse_crl_reloads_total{result=\"ok\"}", |v| v >= 2.0);
+    assert!(
+        connect_v4(b.mqtt, &pki, Some(&gw), "GW0110-0110", |_| {})
+            .await
+            .is_err()
+    );
+
+    // The validly signed older CRL replayed over the file.
+    let reloads = |b: &BrokerProcess| {
+        b.metric("gatehouse_crl_reloads_total{result=\"ok\"}")
+            + b.metric("gatehouse_crl_reloads_total{result=\"rollback\"}")
+    };
+    let before = reloads(&b);
+    let tmp = pki.crl_path.with_extension("crl.replay");
+    std::fs::write(&tmp, &older).unwrap();
+    std::fs::rename(&tmp, &pki.crl_path).unwrap();
+    let deadline = Instant::now() + LONG;
+    while reloads(&b) < before + 1.0 {
+        assert!(Instant::now() < deadline, "the CRL change was never seen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        connect_v4(b.mqtt, &pki, Some(&gw), "GW0110-0110", |_| {})
+            .await
+            .is_err(),
+        "revoked certificate admitted after an older CRL replaced the newer one"
+    );
+    assert_eq!(
+        b.metric("gatehouse_crl_reloads_total{result=\"rollback\"}"),
+        1.0
+    );
+    assert_eq!(b.metric("gatehouse_crl_reloads_total{result=\"ok\"}"), 2.0);
+    let log = b.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("CRL rollback refused"))
+        .unwrap_or_else(|| panic!("no rollback warning in the log:\n{log}"));
+    assert!(
+        line.contains("CRL number 1 ")
+            && line.contains("CRL number 2 in force")
+            && line.contains(&pki.crl_path.display().to_string()),
+        "{line}"
+    );
+    // A newer CRL is still taken.
+    let gw2 = pki.issue_operational("GW0111-0111");
+    pki.revoke(gw2.cert.serial); // CRL number 3
+    b.wait_metric("gatehouse_crl_reloads_total{result=\"ok\"}", |v| v >= 3.0);
+    assert!(
+        connect_v4(b.mqtt, &pki, Some(&gw2), "GW0111-0111", |_| {})
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_client_id_takes_the_session_over() {
     let pki = Pki::generate();
     let b = BrokerProcess::start(exe(), &pki, "");

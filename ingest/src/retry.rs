@@ -22,8 +22,16 @@ pub(crate) enum ErrorClass {
 /// (serialization failure, deadlock), 55P03 (lock not available), 58030
 /// (I/O error); SQLite BUSY, LOCKED, IOERR, FULL, CANTOPEN, PROTOCOL.
 ///
-/// Everything else is fatal: undefined table/column (42xxx), data
-/// exceptions (22xxx), constraint violations (23xxx), decode errors.
+/// Also retriable: a table or schema that does not exist (42P01
+/// undefined_table, 3F000 invalid_schema_name; see [`schema_missing`]). The
+/// database came back empty (recreated, restored, a new server): the
+/// PostgreSQL sink recreates its tables and retries at once; if even that
+/// fails (say the configured schema namespace itself is gone), the records
+/// wait in the spool instead of being dropped.
+///
+/// Everything else is fatal: other 42xxx errors (an existing table with
+/// other columns, 42703, goes to the reject table), data exceptions (22xxx),
+/// constraint violations (23xxx), decode errors.
 pub(crate) fn classify(e: &sqlx::Error) -> ErrorClass {
     use sqlx::Error as E;
     match e {
@@ -34,11 +42,23 @@ pub(crate) fn classify(e: &sqlx::Error) -> ErrorClass {
         | E::Protocol(_)
         | E::WorkerCrashed => ErrorClass::Retriable,
         E::Database(db) => match db.code() {
-            Some(code) if retriable_code(&code) => ErrorClass::Retriable,
+            Some(code) if retriable_code(&code) || missing_code(&code) => ErrorClass::Retriable,
             _ => ErrorClass::Fatal,
         },
         _ => ErrorClass::Fatal,
     }
+}
+
+/// True when `e` says a table or schema ingest writes to does not exist.
+pub(crate) fn schema_missing(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| missing_code(&c)),
+        _ => false,
+    }
+}
+
+fn missing_code(code: &str) -> bool {
+    matches!(code, "42P01" | "3F000")
 }
 
 fn retriable_code(code: &str) -> bool {
@@ -108,6 +128,14 @@ mod tests {
         }
         for c in ["42P01", "42703", "22P02", "23505", "1", "19", "2067"] {
             assert!(!retriable_code(c), "{c}");
+        }
+        // A missing table or schema is waited out (and recreated), never
+        // sent to the reject path.
+        for c in ["42P01", "3F000"] {
+            assert!(missing_code(c), "{c}");
+        }
+        for c in ["42703", "42804", "22P03", "1"] {
+            assert!(!missing_code(c), "{c}");
         }
         assert_eq!(classify(&sqlx::Error::PoolTimedOut), ErrorClass::Retriable);
         let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);

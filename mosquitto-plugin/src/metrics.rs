@@ -7,7 +7,7 @@
 //! | `gatehouse_handshakes_total` | `result`: `ok`, `no_certificate`, `bad_certificate`, `unknown_kind`, `expired`, `not_yet_valid`, `revoked`, `crl_expired`, `client_id`, `error` |
 //! | `gatehouse_acl_denials_total` | `kind`, `action` (`publish`, `subscribe`, `receive`) |
 //! | `gatehouse_revocation_kicks_total` | |
-//! | `gatehouse_crl_reloads_total` | `result`: `ok`, `failed` |
+//! | `gatehouse_crl_reloads_total` | `result`: `ok`, `failed`, `rollback` |
 //! | `gatehouse_crl_entries`, `gatehouse_crl_stale` | |
 //! | `gatehouse_active_sessions` | `kind` |
 
@@ -69,7 +69,7 @@ impl Metrics {
         );
         let crl_reloads = counter_vec(
             "gatehouse_crl_reloads_total",
-            "CRL file reloads, by result",
+            "CRL file reloads, by result (rollback: an older CRL refused)",
             &["result"],
         );
         let kicks = IntCounter::new(
@@ -111,7 +111,7 @@ impl Metrics {
         for kind in [Kind::Operational, Kind::Bootstrap] {
             m.active_sessions.with_label_values(&[kind.as_str()]).set(0);
         }
-        for result in ["ok", "failed"] {
+        for result in ["ok", "failed", "rollback"] {
             m.crl_reloads.with_label_values(&[result]);
         }
         m.handshakes.with_label_values(&["ok"]);
@@ -132,7 +132,11 @@ impl Metrics {
 
     /// Brings the CRL metrics up to `status` (counters only move forward).
     pub(crate) fn crl_status(&self, status: &CrlStatusSnapshot) {
-        for (result, total) in [("ok", status.reloads_ok), ("failed", status.reloads_failed)] {
+        for (result, total) in [
+            ("ok", status.reloads_ok),
+            ("failed", status.reloads_failed),
+            ("rollback", status.reloads_rollback),
+        ] {
             let c = self.crl_reloads.with_label_values(&[result]);
             let seen = c.get();
             if total > seen {

@@ -177,6 +177,16 @@ impl Postgres {
             .expect("run psql")
     }
 
+    /// Drops the `gatehouse` database (terminating every connection to it)
+    /// and creates it again, empty: a restored or recreated database.
+    pub fn recreate_database(&self) {
+        self.psql_db(
+            "postgres",
+            &format!("DROP DATABASE {DATABASE} WITH (FORCE)"),
+        );
+        self.psql_db("postgres", &format!("CREATE DATABASE {DATABASE}"));
+    }
+
     fn psql_db(&self, db: &str, sql: &str) -> String {
         let out = self.psql_cmd(db, sql).output().expect("run psql");
         assert!(

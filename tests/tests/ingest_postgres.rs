@@ -228,3 +228,86 @@ async fn schema_mismatch_sends_rows_to_the_reject_table() {
     );
     svc.shutdown().await;
 }
+
+/// The database comes back empty (tables dropped, as after a restore or a
+/// new database) while ingest runs: the tables are recreated, every record
+/// acknowledged afterwards lands exactly once, and nothing is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_dropped_while_running_are_recreated_and_nothing_acknowledged_is_lost() {
+    database_comes_back_empty(|pg| {
+        pg.psql("DROP TABLE telemetry, telemetry_rejects, telemetry_batches");
+    })
+    .await;
+}
+
+/// The same with the whole database dropped (open connections killed) and
+/// created again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_recreated_while_running_gets_the_tables_and_every_record() {
+    database_comes_back_empty(Postgres::recreate_database).await;
+}
+
+async fn database_comes_back_empty(empty_it: impl FnOnce(&Postgres)) {
+    let pg = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
+    let spool = tempfile::tempdir().unwrap();
+    let mut settings = pg.ingest_settings(spool.path());
+    settings.ack = AckMode::Durable;
+    settings.batch_rows = 50;
+    let registry = prometheus::Registry::new();
+    let (h, svc) = gatehouse_ingest::start(&settings, Some(&registry))
+        .await
+        .unwrap();
+    let mut waiters = Vec::new();
+    for seq in 0..200 {
+        waiters.push(submit(&h, "GW-1", &format!(r#"{{"seq":{seq}}}"#)).await);
+    }
+    for w in waiters {
+        assert_eq!(w.await, Ok(Durability::Committed));
+    }
+    assert_eq!(pg.psql("SELECT count(*) FROM telemetry"), "200");
+
+    // Everything ingest created is gone.
+    empty_it(&pg);
+    let mut waiters = Vec::new();
+    for seq in 1000..1600 {
+        waiters.push(submit(&h, "GW-1", &format!(r#"{{"seq":{seq}}}"#)).await);
+        if seq % 50 == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+    let mut failed = Vec::new();
+    for (i, w) in waiters.into_iter().enumerate() {
+        if let Err(e) = w.await {
+            failed.push((1000 + i, e));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} acknowledgements failed, first {:?}",
+        failed.len(),
+        failed.first()
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let count = pg.psql("SELECT count(*) FROM telemetry");
+        if count == "600" && svc.spool_backlog().0 == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{count} of 600 rows arrived; backlog {:?}",
+            svc.spool_backlog()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        pg.psql(
+            "SELECT count(*), count(DISTINCT (payload->>'seq')::int), sum((payload->>'seq')::int), \
+             min((payload->>'seq')::int) FROM telemetry"
+        ),
+        format!("600|600|{}|1000", (1000..1600).sum::<i32>())
+    );
+    assert_eq!(pg.psql("SELECT count(*) FROM telemetry_rejects"), "0");
+    assert_eq!(counter(&registry, "gatehouse_ingest_drops_total"), 0.0);
+    svc.shutdown().await;
+}

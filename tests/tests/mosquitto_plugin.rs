@@ -277,6 +277,87 @@ async fn metrics_listener_counts_admissions_and_denials() {
     assert!(http_get(&addr, "/").starts_with("HTTP/1.1 404"));
 }
 
+/// Value of one sample on the plugin's `/metrics` page (0 when absent).
+fn metric(addr: &str, sample: &str) -> f64 {
+    http_get(addr, "/metrics")
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(sample)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_crl_written_over_a_newer_one_does_not_unrevoke() {
+    const OK: &str = "gatehouse_crl_reloads_total{result=\"ok\"}";
+    const ROLLBACK: &str = "gatehouse_crl_reloads_total{result=\"rollback\"}";
+    let mut pki = Pki::generate();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mosq = Mosquitto::start(
+        &pki,
+        &Options {
+            gatehouse_extra: format!("[plugin]\nmetrics = \"{addr}\"\n"),
+            ..Options::default()
+        },
+    );
+    let wait = |what: &str, pred: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !pred() {
+            assert!(Instant::now() < deadline, "{what}\n{}", mosq.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    // CRL number 1, as the fleet CA signed it: kept to replay later.
+    let older = std::fs::read(&pki.crl_path).unwrap();
+    let gw = pki.issue_operational("GW0044-4444");
+    let creds = gatehouse_tests::conn::Credentials {
+        cert: &gw.cert_path,
+        key: &gw.key_path,
+    };
+    pki.revoke(gw.cert.serial); // CRL number 2
+    wait("CRL number 2 never loaded", &|| metric(&addr, OK) >= 2.0);
+    let refused = Conn::connect(&mosq.endpoint(), "GW0044-4444", Some(creds)).await;
+    assert!(refused.is_err(), "revoked certificate admitted");
+
+    // The validly signed older CRL replayed over the file.
+    let tmp = pki.crl_path.with_extension("crl.replay");
+    std::fs::write(&tmp, &older).unwrap();
+    std::fs::rename(&tmp, &pki.crl_path).unwrap();
+    wait("the CRL change was never seen", &|| {
+        metric(&addr, OK) + metric(&addr, ROLLBACK) >= 3.0
+    });
+    let again = Conn::connect(&mosq.endpoint(), "GW0044-4444", Some(creds)).await;
+    assert!(
+        again.is_err(),
+        "revoked certificate admitted after an older CRL replaced the newer one"
+    );
+    assert_eq!(metric(&addr, ROLLBACK), 1.0);
+    assert_eq!(metric(&addr, OK), 2.0);
+    assert!(
+        mosq.wait_log("CRL rollback refused", Duration::from_secs(2)),
+        "{}",
+        mosq.log()
+    );
+    let log = mosq.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("CRL rollback refused"))
+        .unwrap();
+    assert!(
+        line.contains("CRL number 1 ") && line.contains("CRL number 2 in force"),
+        "{line}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_rules_and_a_bad_file_keeps_the_old_ones() {
     let pki = Pki::generate();

@@ -10,6 +10,29 @@ use super::{Names, reject_reason};
 use crate::decode::{Item, Kind};
 use crate::error::IngestError;
 use crate::pgcopy::{COLUMNS, CopyEncoder};
+use crate::retry::schema_missing;
+
+/// Makes the telemetry table a hypertable (no-op when it already is one;
+/// an existing hypertable keeps its chunk interval, see below).
+const CREATE_HYPERTABLE_SQL: &str = "SELECT create_hypertable($1::regclass, 'time', \
+     chunk_time_interval => $2 * interval '1 second', if_not_exists => true, migrate_data => true)";
+
+/// Chunk interval of the hypertable's `time` dimension, in seconds.
+const CHUNK_INTERVAL_SQL: &str = "SELECT EXTRACT(EPOCH FROM d.time_interval)::int8 \
+     FROM timescaledb_information.dimensions d \
+     WHERE format('%I.%I', d.hypertable_schema, d.hypertable_name)::regclass = $1::regclass \
+       AND d.column_name = 'time'";
+
+/// Applies `ingest.chunk_interval` to an existing hypertable (chunks created
+/// from now on; existing chunks keep their size).
+const SET_CHUNK_INTERVAL_SQL: &str =
+    "SELECT set_chunk_time_interval($1::regclass, $2 * interval '1 second')";
+
+/// `Some(previous)` when the hypertable's chunk interval (seconds) differs
+/// from the configured one and must be changed.
+fn chunk_interval_change(current: Option<i64>, configured_s: u64) -> Option<Option<i64>> {
+    (current != Some(configured_s as i64)).then_some(current)
+}
 
 #[derive(Debug)]
 pub(crate) struct PgSink {
@@ -114,14 +137,31 @@ impl PgSink {
         .execute(&mut *tx)
         .await?;
         if hypertable {
-            sqlx::query(
-                "SELECT create_hypertable($1::regclass, 'time', \
-                 chunk_time_interval => $2 * interval '1 second', if_not_exists => true, migrate_data => true)",
-            )
-            .bind(&n.table)
-            .bind(self.chunk_interval_s as i64)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(CREATE_HYPERTABLE_SQL)
+                .bind(&n.table)
+                .bind(self.chunk_interval_s as i64)
+                .execute(&mut *tx)
+                .await?;
+            // create_hypertable leaves an existing hypertable's interval as
+            // it is: apply a changed ingest.chunk_interval explicitly.
+            let current: Option<i64> = sqlx::query_scalar(CHUNK_INTERVAL_SQL)
+                .bind(&n.table)
+                .fetch_optional(&mut *tx)
+                .await?
+                .flatten();
+            if let Some(previous) = chunk_interval_change(current, self.chunk_interval_s) {
+                sqlx::query(SET_CHUNK_INTERVAL_SQL)
+                    .bind(&n.table)
+                    .bind(self.chunk_interval_s as i64)
+                    .execute(&mut *tx)
+                    .await?;
+                tracing::info!(
+                    table = %n.plain,
+                    previous_s = ?previous,
+                    chunk_interval_s = self.chunk_interval_s,
+                    "ingest: hypertable chunk interval changed to ingest.chunk_interval (applies to chunks created from now on)"
+                );
+            }
             tracing::info!(table = %n.plain, chunk_interval_s = self.chunk_interval_s, "ingest: telemetry table is a TimescaleDB hypertable");
         } else {
             tracing::info!(table = %n.plain, "ingest: TimescaleDB extension not available; telemetry is a plain PostgreSQL table");
@@ -153,8 +193,37 @@ impl PgSink {
         tx.commit().await
     }
 
+    /// The tables were dropped under us (database recreated, restored, or
+    /// a new server behind the same URL): create them again.
+    async fn recreate_schema(&self, cause: &sqlx::Error) -> Result<(), sqlx::Error> {
+        tracing::warn!(
+            table = %self.names.plain,
+            error = %cause,
+            "ingest: a telemetry table is gone (database recreated or restored?); creating the tables again and retrying"
+        );
+        self.create_schema().await.inspect_err(|e| {
+            tracing::error!(
+                table = %self.names.plain,
+                error = %e,
+                "ingest: cannot recreate the telemetry tables; records stay in the spool and are retried (create the schema or grant CREATE to the ingest user)"
+            )
+        })
+    }
+
+    /// Commits `items` and the ledger entries for `units`; recreates the
+    /// tables once and retries if they turned out to be missing.
     pub(crate) async fn write(&self, units: &[i64], items: &[Item]) -> Result<(), sqlx::Error> {
         self.ensure_schema().await?;
+        match self.write_once(units, items).await {
+            Err(e) if schema_missing(&e) => {
+                self.recreate_schema(&e).await?;
+                self.write_once(units, items).await
+            }
+            other => other,
+        }
+    }
+
+    async fn write_once(&self, units: &[i64], items: &[Item]) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let rows: usize = items
             .iter()
@@ -205,11 +274,19 @@ impl PgSink {
 
     pub(crate) async fn committed(&self, units: &[i64]) -> Result<Vec<i64>, sqlx::Error> {
         self.ensure_schema().await?;
-        sqlx::query_scalar(&self.committed_sql)
-            .bind(&self.node)
-            .bind(units)
-            .fetch_all(&self.pool)
-            .await
+        let query = || {
+            sqlx::query_scalar(&self.committed_sql)
+                .bind(&self.node)
+                .bind(units)
+                .fetch_all(&self.pool)
+        };
+        match query().await {
+            Err(e) if schema_missing(&e) => {
+                self.recreate_schema(&e).await?;
+                query().await
+            }
+            other => other,
+        }
     }
 
     pub(crate) async fn ping(&self) -> Result<(), sqlx::Error> {
@@ -222,5 +299,33 @@ impl PgSink {
 
     pub(crate) async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Debian 12 ships no TimescaleDB, so the hypertable path is checked at
+    // the SQL level here; the rest of the sink runs against a real server in
+    // the gatehouse-tests crate.
+    #[test]
+    fn a_changed_chunk_interval_is_applied_not_ignored() {
+        assert_eq!(chunk_interval_change(Some(86_400), 86_400), None);
+        assert_eq!(
+            chunk_interval_change(Some(604_800), 86_400),
+            Some(Some(604_800))
+        );
+        // Not found (cannot happen after create_hypertable): set it anyway.
+        assert_eq!(chunk_interval_change(None, 3_600), Some(None));
+        assert!(CREATE_HYPERTABLE_SQL.contains("if_not_exists => true"));
+        assert!(CREATE_HYPERTABLE_SQL.contains("chunk_time_interval => $2 * interval '1 second'"));
+        assert!(CHUNK_INTERVAL_SQL.contains("timescaledb_information.dimensions"));
+        assert!(CHUNK_INTERVAL_SQL.contains("= $1::regclass"));
+        assert!(CHUNK_INTERVAL_SQL.contains("d.column_name = 'time'"));
+        assert_eq!(
+            SET_CHUNK_INTERVAL_SQL,
+            "SELECT set_chunk_time_interval($1::regclass, $2 * interval '1 second')"
+        );
     }
 }
