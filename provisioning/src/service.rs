@@ -122,6 +122,14 @@ impl Provisioning {
     }
 
     /// The fleet CA certificate, PEM.
+    /// The CRL number of the CRL file this CA signed, if there is one.
+    fn number_in_file(&self) -> Option<u64> {
+        let bytes = std::fs::read(self.crl_path.as_ref()?).ok()?;
+        let verifier = gatehouse_auth::CrlVerifier::from_ca_pem(self.ca.cert_pem()).ok()?;
+        let set = gatehouse_auth::RevocationSet::from_crl_bytes(&bytes, &verifier).ok()?;
+        u64::from_str_radix(set.crl_number.as_deref()?, 16).ok()
+    }
+
     pub fn ca_pem(&self) -> &str {
         self.ca.cert_pem()
     }
@@ -696,7 +704,11 @@ impl Provisioning {
             });
         }
         let number = if notify {
-            self.store.next_crl_number(now).await?
+            // Never below the CRL already published: brokers refuse a CRL
+            // numbered lower than the one in force (a rollback), so a fresh
+            // database must continue the file's sequence.
+            let floor = self.number_in_file().map_or(0, |n| n + 1);
+            self.store.next_crl_number(now, floor).await?
         } else {
             self.store.crl_state().await?.0.max(1)
         };

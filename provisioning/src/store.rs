@@ -949,13 +949,21 @@ impl Store {
             .collect()
     }
 
-    /// Takes the next CRL number and records its thisUpdate.
-    pub async fn next_crl_number(&self, this_update: OffsetDateTime) -> Result<u64, StoreError> {
+    /// Takes the next CRL number (at least `floor`) and records its thisUpdate.
+    pub async fn next_crl_number(
+        &self,
+        this_update: OffsetDateTime,
+        floor: u64,
+    ) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE crl_state SET number = number + 1, this_update = $1 WHERE id = 1")
-            .bind(ts(this_update))
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE crl_state SET number = CASE WHEN number + 1 > $2 THEN number + 1 ELSE $2 END, \
+             this_update = $1 WHERE id = 1",
+        )
+        .bind(ts(this_update))
+        .bind(i64::try_from(floor).unwrap_or(i64::MAX))
+        .execute(&mut *tx)
+        .await?;
         let row = sqlx::query("SELECT number FROM crl_state WHERE id = 1")
             .fetch_one(&mut *tx)
             .await?;
