@@ -82,6 +82,26 @@ impl Drop for GaugeGuard {
     }
 }
 
+/// Replaces the default panic output (a multi-line backtrace on stderr)
+/// with one escaped log line naming the thread and the location. Panics of
+/// connection tasks are then also counted by [`CatchUnwind`]'s caller; a
+/// panic of the router thread is seen by the router watchdog.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let thread = std::thread::current();
+        tracing::error!(
+            thread = thread.name().unwrap_or("unnamed"),
+            %location,
+            panic = %panic_message(info.payload()),
+            "panic"
+        );
+    }));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,24 +137,4 @@ mod tests {
     async fn a_normal_end_passes_the_value() {
         assert_eq!(CatchUnwind::new(async { 7 }).await, Ok(7));
     }
-}
-
-/// Replaces the default panic output (a multi-line backtrace on stderr)
-/// with one escaped log line naming the thread and the location. Panics of
-/// connection tasks are then also counted by [`CatchUnwind`]'s caller; a
-/// panic of the router thread is seen by the router watchdog.
-pub fn install_panic_hook() {
-    std::panic::set_hook(Box::new(|info| {
-        let location = info
-            .location()
-            .map(|l| format!("{}:{}", l.file(), l.line()))
-            .unwrap_or_default();
-        let thread = std::thread::current();
-        tracing::error!(
-            thread = thread.name().unwrap_or("unnamed"),
-            %location,
-            panic = %panic_message(info.payload()),
-            "panic"
-        );
-    }));
 }

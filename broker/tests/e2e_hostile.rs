@@ -481,6 +481,9 @@ fn connect_v5_raw(flags: u8, props: &[u8]) -> Vec<u8> {
     raw::frame(0x10, &body)
 }
 
+/// (name, level, sent after a good CONNECT?, bytes, v5 reason, label)
+type Case = (&'static str, u8, bool, Vec<u8>, u8, &'static str);
+
 /// Malformed packets and protocol errors of MQTT 3.1.1 / 5.0 that the broker
 /// used to accept silently: each closes the connection (v5: DISCONNECT, or
 /// CONNACK for a CONNECT, with the spec's reason code) and is counted in
@@ -491,8 +494,7 @@ async fn malformed_packets_close_the_connection_with_the_specs_reason() {
     let b = BrokerProcess::start(exe(), &pki, ANY_CLIENT_ID);
     let topic = data_topic();
     let t = topic.as_bytes();
-    // (name, level, sent after a good CONNECT?, bytes, v5 reason, label)
-    let cases: Vec<(&str, u8, bool, Vec<u8>, u8, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "CONNECT reserved flag",
             5,
