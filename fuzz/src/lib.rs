@@ -31,13 +31,21 @@ pub enum Target {
     CsrRegistration,
     Crl,
     Config,
-    // client_stream: add `ClientStream` here (and to ALL, name, run, seeds)
+    /// The embedded broker's front door from raw client bytes: fixed header
+    /// and frame validation, rumqttd's v3.1.1/v5 decoders on what passes,
+    /// and rumqttd's topic matcher on accepted topics.
+    ClientStream,
     // once gatehouse_broker::validate::fuzzing::client_stream exists.
 }
 
 impl Target {
     /// Every target, in the order scripts/fuzz.sh runs them.
-    pub const ALL: &'static [Target] = &[Target::CsrRegistration, Target::Crl, Target::Config];
+    pub const ALL: &'static [Target] = &[
+        Target::CsrRegistration,
+        Target::Crl,
+        Target::Config,
+        Target::ClientStream,
+    ];
 
     /// The name used for directories, binaries (`afl_<name>`) and `--target`.
     pub fn name(self) -> &'static str {
@@ -45,6 +53,7 @@ impl Target {
             Target::CsrRegistration => "csr_registration",
             Target::Crl => "crl",
             Target::Config => "config",
+            Target::ClientStream => "client_stream",
         }
     }
 
@@ -58,6 +67,7 @@ impl Target {
             Target::CsrRegistration => csr_registration(data),
             Target::Crl => crl(data),
             Target::Config => config(data),
+            Target::ClientStream => client_stream(data),
         }
     }
 }
@@ -297,17 +307,9 @@ pub fn config(data: &[u8]) {
     }
 }
 
-// ---------------------------------------------------------------------------
-// client_stream — NOT WIRED YET.
-//
-// Once `gatehouse_broker::validate::fuzzing::client_stream(&[u8])` exists:
-// 1. Cargo.toml: `gatehouse-broker.workspace = true` under [dependencies],
-//    and a [[bin]] `afl_client_stream` (path src/bin/afl_client_stream.rs,
-//    required-features = ["afl"]) like the others;
-// 2. here: `pub fn client_stream(data: &[u8]) {
-//    gatehouse_broker::validate::fuzzing::client_stream(data) }`, plus the
-//    `Target::ClientStream` variant in ALL / name ("client_stream") / run;
-// 3. src/seeds.rs: `Target::ClientStream => mqtt_frames()`;
-// 4. src/bin/afl_client_stream.rs: copy afl_config.rs, call client_stream;
-// 5. tests/replay.rs: `#[test] fn client_stream() { replay(Target::ClientStream) }`.
-// scripts/fuzz.sh picks the target up from `gen-seeds --list`.
+/// `client_stream`: a client's byte stream through the front door (see
+/// `gatehouse_broker::validate::fuzzing::client_stream`: the first byte picks
+/// MQTT 3.1.1 or 5 and whether CONNECT is already done).
+pub fn client_stream(data: &[u8]) {
+    gatehouse_broker::validate::fuzzing::client_stream(data);
+}

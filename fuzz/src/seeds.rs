@@ -15,6 +15,7 @@ pub fn seeds(target: Target) -> Vec<Vec<u8>> {
         Target::CsrRegistration => csr_registration(),
         Target::Crl => crl(),
         Target::Config => config(),
+        Target::ClientStream => mqtt_frames(),
     }
 }
 
@@ -343,11 +344,14 @@ fn connect(level: u8, client_id: &str) -> Vec<u8> {
     mqtt_packet(0x10, &body)
 }
 
-/// Client → broker byte streams: CONNECT (MQTT 3.1.1 and 5) followed by
-/// PUBLISH / SUBSCRIBE / UNSUBSCRIBE / PINGREQ / DISCONNECT.
+/// Client → broker byte streams for `client_stream`: a mode byte (bit 0:
+/// MQTT 5, bit 1: CONNECT already done), then CONNECT (MQTT 3.1.1 and 5)
+/// followed by PUBLISH / SUBSCRIBE / UNSUBSCRIBE / PINGREQ / DISCONNECT.
 pub fn mqtt_frames() -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for level in [4u8, 5] {
+        let mode = level - 4;
+        let mut streams: Vec<Vec<u8>> = Vec::new();
         let props: &[u8] = if level == 5 { &[0] } else { &[] };
         let with_props = |mut v: Vec<u8>, tail: &[u8]| {
             v.extend_from_slice(props);
@@ -373,8 +377,8 @@ pub fn mqtt_frames() -> Vec<Vec<u8>> {
         let unsubscribe = mqtt_packet(0xa2, &unsub);
         let ping = vec![0xc0, 0x00];
         let disconnect = vec![0xe0, 0x00];
-        out.push(connect.clone());
-        out.push(
+        streams.push(connect.clone());
+        streams.push(
             [
                 connect.clone(),
                 publish0,
@@ -384,11 +388,16 @@ pub fn mqtt_frames() -> Vec<Vec<u8>> {
             ]
             .concat(),
         );
-        out.push([connect.clone(), subscribe, unsubscribe, ping].concat());
+        streams.push([connect.clone(), subscribe.clone(), unsubscribe, ping].concat());
         let publish_other = mqtt_packet(0x30, &with_props(mqtt_str("telemetry/OTHER/data"), b"x"));
-        out.push([connect, publish_other].concat());
+        streams.push([connect, publish_other.clone()].concat());
+        for s in streams {
+            out.push([vec![mode], s].concat());
+        }
+        // Already connected: packets only.
+        out.push([vec![mode | 2], subscribe, publish_other].concat());
     }
-    out.push(vec![0x30, 0xff, 0xff, 0xff, 0xff, 0x7f]);
+    out.push(vec![1, 0x30, 0xff, 0xff, 0xff, 0xff, 0x7f]);
     out.push(Vec::new());
     out
 }

@@ -68,9 +68,14 @@ fn config() {
 }
 
 #[test]
+fn client_stream() {
+    replay(Target::ClientStream);
+}
+
+#[test]
 fn every_target_has_a_replay_test() {
     // Extend this list (and add a test above) with every new target.
-    let tested = ["csr_registration", "crl", "config"];
+    let tested = ["csr_registration", "crl", "config", "client_stream"];
     let names: Vec<&str> = Target::ALL.iter().map(|t| t.name()).collect();
     assert_eq!(names, tested);
 }
@@ -88,6 +93,12 @@ fn seeds_are_fast() {
 #[test]
 fn valid_seeds_reach_the_code_behind_the_checks() {
     // A seed set that only ever fails early would fuzz nothing deep.
+    for (i, s) in seeds(Target::ClientStream).iter().enumerate().take(4) {
+        assert!(
+            gatehouse_broker::validate::fuzzing::accepted_frames(s) >= 1,
+            "MQTT seed #{i} passes the validator"
+        );
+    }
     let csr = seeds(Target::CsrRegistration);
     let body = gatehouse_fuzz::registration_body(&csr[0]).expect("first body seed is valid");
     assert!(body.csr_pem.is_some() && body.bootstrap_fingerprint.is_some());
