@@ -107,16 +107,7 @@ impl Drop for Session {
         if !self.router_released {
             self.router_released = true;
             self.to_router.clear();
-            if let Some(will) = self.will.take() {
-                self.to_router
-                    .push(Packet::Publish(will_publish(&will), None));
-            }
-            self.to_router.push(Packet::Disconnect(
-                Disconnect {
-                    reason_code: DisconnectReasonCode::NormalDisconnection,
-                },
-                None,
-            ));
+            self.queue_router_end(true);
             // LinkTx::send does not wait: one poll completes it.
             let _ = now_or_never(self.send_to_router());
         }
@@ -810,6 +801,20 @@ impl Session {
         self.release_acks();
     }
 
+    /// Queues the end of the session for the router: the will (when
+    /// `will`) and a DISCONNECT, which frees the router's slot.
+    fn queue_router_end(&mut self, will: bool) {
+        if let Some(w) = will.then(|| self.will.take()).flatten() {
+            self.to_router.push(Packet::Publish(will_publish(&w), None));
+        }
+        self.to_router.push(Packet::Disconnect(
+            Disconnect {
+                reason_code: DisconnectReasonCode::NormalDisconnection,
+            },
+            None,
+        ));
+    }
+
     async fn finish(mut self, end: End) {
         let shared = self.conn.shared.clone();
         if let (Some(code), true) = (end.send, self.v5()) {
@@ -818,18 +823,7 @@ impl Session {
             self.conn.wbuf.extend_from_slice(&[0xE0, 0x02, code, 0x00]);
         }
         if !end.router_gone {
-            if end.will {
-                if let Some(will) = self.will.take() {
-                    self.to_router
-                        .push(Packet::Publish(will_publish(&will), None));
-                }
-            }
-            self.to_router.push(Packet::Disconnect(
-                Disconnect {
-                    reason_code: DisconnectReasonCode::NormalDisconnection,
-                },
-                None,
-            ));
+            self.queue_router_end(end.will);
             let _ = self.send_to_router().await;
         }
         self.router_released = true;

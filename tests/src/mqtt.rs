@@ -12,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::pki::{Client, Pki};
+use crate::raw::remaining_length;
 
 /// TLS settings for rumqttc: the fleet CA and, optionally, a client cert.
 pub fn rumqttc_tls(pki: &Pki, client: Option<&Client>) -> rumqttc::TlsConfiguration {
@@ -351,19 +352,4 @@ pub fn publish_packet(topic: &str, payload_len: usize) -> Vec<u8> {
     p.extend(remaining_length(body.len()));
     p.extend(body);
     p
-}
-
-fn remaining_length(mut len: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let mut b = (len % 128) as u8;
-        len /= 128;
-        if len > 0 {
-            b |= 0x80;
-        }
-        out.push(b);
-        if len == 0 {
-            return out;
-        }
-    }
 }
