@@ -81,6 +81,19 @@ pub async fn run(
     registry: prometheus::Registry,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), BrokerError> {
+    run_until_router_dies(config, listeners, presence, registry, shutdown, None).await
+}
+
+/// [`run`]; `router_dies`, when given, stands in for the router watchdog
+/// (tests use it to see what the broker does when its router is gone).
+async fn run_until_router_dies(
+    config: Config,
+    listeners: Listeners,
+    presence: Arc<dyn PresenceSink>,
+    registry: prometheus::Registry,
+    shutdown: impl Future<Output = ()>,
+    router_dies: Option<tokio::sync::oneshot::Receiver<()>>,
+) -> Result<(), BrokerError> {
     crate::limits::check_at_start(&config);
     let metrics = Arc::new(Metrics::new(registry)?);
     let tls = Arc::new(TlsStore::load(
@@ -184,7 +197,14 @@ pub async fn run(
     let mut router_died = false;
     {
         let mut shutdown = std::pin::pin!(shutdown);
-        let mut router_watch = std::pin::pin!(router_watch.died());
+        let mut router_watch = std::pin::pin!(async move {
+            match router_dies {
+                Some(dies) => {
+                    let _ = dies.await;
+                }
+                None => router_watch.died().await,
+            }
+        });
         loop {
             let (tcp, peer) = tokio::select! {
                 _ = &mut shutdown => break,
@@ -293,5 +313,48 @@ async fn revocation_kicks(revocation: RevocationHandle, registry: Arc<Registry>)
             }
             Err(broadcast::error::RecvError::Closed) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gatehouse_tests::pki::Pki;
+
+    /// When the router dies, the broker stops by itself: counted, ingest
+    /// flushed, and `run` fails so `gatehouse serve` exits non-zero.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dead_router_stops_the_broker_with_an_error() {
+        let pki = Pki::generate();
+        let text = format!(
+            "[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\ncrl = {:?}\n\n[listeners]\nmqtt = \"127.0.0.1:0\"\nmetrics = \"\"\n\n[ingest]\nenabled = false\n\n[provisioning]\nenabled = false\n",
+            pki.ca_path, pki.server.cert_path, pki.server.key_path, pki.crl_path
+        );
+        let config = Config::parse(&text, "test.toml", pki.dir()).expect("config");
+        let listeners = Listeners::bind(&config).await.expect("bind");
+        let registry = prometheus::Registry::new();
+        let (die, dies) = tokio::sync::oneshot::channel();
+        let broker = tokio::spawn(run_until_router_dies(
+            config,
+            listeners,
+            Arc::new(crate::LogPresence),
+            registry.clone(),
+            std::future::pending(),
+            Some(dies),
+        ));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!broker.is_finished(), "serving until the router dies");
+        die.send(()).unwrap();
+        let result = tokio::time::timeout(Duration::from_secs(10), broker)
+            .await
+            .expect("stopped within 10 s")
+            .expect("task");
+        assert!(matches!(result, Err(BrokerError::RouterDied)), "{result:?}");
+        let failures = registry
+            .gather()
+            .into_iter()
+            .find(|f| f.name() == "gatehouse_router_failures_total")
+            .map(|f| f.get_metric()[0].get_counter().get_value());
+        assert_eq!(failures, Some(1.0));
     }
 }
