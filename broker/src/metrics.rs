@@ -212,7 +212,20 @@ impl Metrics {
                 m.acl_denials.with_label_values(&[kind.as_str(), action]);
             }
         }
-        for reason in crate::validate::LABELS {
+        // The validator's labels, and those of the session and admission.
+        let others = [
+            "packet_timeout",
+            "decoder_refused",
+            "qos2_not_supported",
+            "topic_alias",
+            "unexpected_packet",
+            "not_connect",
+            "malformed",
+            "connect_timeout",
+            "closed_before_connect",
+            "unsupported_protocol",
+        ];
+        for reason in crate::validate::LABELS.iter().chain(&others) {
             m.protocol_errors.with_label_values(&[reason]);
         }
         for quota in crate::quota::Quota::ALL {

@@ -35,10 +35,11 @@ use crate::registry::Control;
 use crate::server::Shared;
 use crate::telemetry::{HeldAcks, Release, Telemetry, withheld_reason};
 
-/// Most router notifications handled per wake-up before writing.
-const NOTIFICATION_BATCH: usize = 256;
 use crate::validate::{self, Violation};
 use crate::wire::{self, Codec, Version};
+
+/// Most router notifications handled per wake-up before writing.
+const NOTIFICATION_BATCH: usize = 256;
 
 /// A read buffer grown past this by a large packet is given back once empty.
 const RBUF_KEEP: usize = 64 * 1024;
