@@ -1,0 +1,446 @@
+//! An admitted MQTT session: the packet pump between the client and the
+//! router link, with the ACL on every PUBLISH, SUBSCRIBE and delivered
+//! message, telemetry handed to ingest, in-order acks towards the router
+//! (and, with `ingest.ack = "durable"`, towards the client), keepalive,
+//! kicks and the end of the session (will, DISCONNECT, presence).
+//! `inbound` handles what the client sends, `outbound` what the router
+//! delivers; this file holds the session's state, its loop and its end.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::pin;
+use std::sync::atomic::AtomicU8;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use gatehouse_auth::Identity;
+use prometheus::IntCounter;
+use rumqttd::local::{LinkRx, LinkTx};
+use rumqttd::protocol::{
+    Disconnect, DisconnectReasonCode, LastWill, Packet, Publish, QoS, SubscribeReasonCode,
+};
+use time::OffsetDateTime;
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::admission::Conn;
+use crate::guard::GaugeGuard;
+use crate::presence::{DisconnectReason, PresenceEvent};
+use crate::quota::{Quota, TopicWindow};
+use crate::registry::Control;
+use crate::server::Shared;
+use crate::telemetry::HeldAcks;
+
+use crate::validate::Violation;
+use crate::wire::{Codec, Version};
+
+mod inbound;
+mod outbound;
+
+/// Most router notifications handled per wake-up before writing.
+const NOTIFICATION_BATCH: usize = 256;
+
+/// A read buffer grown past this by a large packet is given back once empty.
+const RBUF_KEEP: usize = 64 * 1024;
+
+/// An admitted MQTT session.
+pub(crate) struct Session {
+    pub(crate) conn: Conn,
+    pub(crate) codec: Codec,
+    pub(crate) identity: Identity,
+    pub(crate) client_id: String,
+    /// 1.5 x the keepalive in force.
+    pub(crate) keepalive: Duration,
+    pub(crate) will: Option<LastWill>,
+    pub(crate) link_tx: LinkTx,
+    pub(crate) link_rx: LinkRx,
+    /// Packets for the router, sent in one batch.
+    pub(crate) to_router: Vec<Packet>,
+    /// Router packet ids of QoS 1 deliveries, in the order the router sent
+    /// them; `true` once the client acked (or the ACL dropped it). The
+    /// router needs acks in order.
+    pub(crate) outgoing_acks: VecDeque<(u16, bool)>,
+    /// SUBSCRIBEs partly refused by the ACL: the codes we decided, `None`
+    /// where the router's code goes.
+    pub(crate) pending_subacks: HashMap<u16, Vec<Option<SubscribeReasonCode>>>,
+    /// With `ingest.ack = "durable"`: every QoS 1 PUBACK towards the client,
+    /// in PUBLISH order, held until the router acked the message and ingest
+    /// made it durable. Unused otherwise (PUBACKs go out as they come).
+    pub(crate) held_acks: HeldAcks,
+    /// PUBACKs withheld in this session because ingest lost the message.
+    pub(crate) withheld: u64,
+    pub(crate) violations: usize,
+    pub(crate) client_max_packet: Option<usize>,
+    pub(crate) deny_publish: IntCounter,
+    pub(crate) deny_subscribe: IntCounter,
+    pub(crate) deny_receive: IntCounter,
+    /// The client asked for a clean session (3.1.1 clean session / v5 clean start).
+    pub(crate) clean: bool,
+    /// Distinct topics published to this minute (`mqtt.max_new_topics_per_minute`).
+    pub(crate) topics: TopicWindow,
+    /// Bytes of an incomplete packet this session holds in the shared budget.
+    pub(crate) partial_held: usize,
+    /// When the incomplete packet in the read buffer started arriving.
+    pub(crate) partial_since: Option<Instant>,
+    /// Quotas already reported in this session's log (once each).
+    pub(crate) quota_logged: AtomicU8,
+    /// The router has been told the session ended (will and DISCONNECT).
+    pub(crate) router_released: bool,
+    /// `finish` ran to its end (presence and client book updated).
+    pub(crate) finished: bool,
+}
+
+impl Drop for Session {
+    /// Runs when the session ends without `finish` (a panic unwound through
+    /// its task): the router gets the will and a DISCONNECT so the slot is
+    /// freed, presence hears of the end, and the shared budgets are released.
+    fn drop(&mut self) {
+        let shared = self.conn.shared.clone();
+        if self.partial_held > 0 {
+            shared.partial.resize(self.partial_held, 0);
+            self.partial_held = 0;
+            shared
+                .metrics
+                .partial_bytes
+                .set(shared.partial.held() as i64);
+        }
+        if !self.router_released {
+            self.router_released = true;
+            self.to_router.clear();
+            self.queue_router_end(true);
+            // LinkTx::send does not wait: one poll completes it.
+            let _ = now_or_never(self.send_to_router());
+        }
+        if !self.finished {
+            self.finished = true;
+            shared.book.session_end(&self.client_id, self.clean);
+            shared
+                .presence
+                .on_disconnect(&self.presence(Some(DisconnectReason::InternalError)));
+        }
+    }
+}
+
+/// How a session ends.
+struct End {
+    reason: DisconnectReason,
+    /// v5 DISCONNECT reason code (the spec's byte) to send first.
+    send: Option<u8>,
+    will: bool,
+    /// The router already dropped the session.
+    router_gone: bool,
+}
+
+impl End {
+    fn new(reason: DisconnectReason, send: Option<u8>, will: bool) -> End {
+        End {
+            reason,
+            send,
+            will,
+            router_gone: false,
+        }
+    }
+}
+
+/// Polls a future once: its value if ready now.
+pub(crate) fn now_or_never<F: Future>(f: F) -> Option<F::Output> {
+    let mut f = pin!(f);
+    let mut cx = Context::from_waker(Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        Poll::Ready(v) => Some(v),
+        Poll::Pending => None,
+    }
+}
+
+impl Session {
+    fn shared(&self) -> &Shared {
+        &self.conn.shared
+    }
+
+    fn presence(&self, reason: Option<DisconnectReason>) -> PresenceEvent {
+        PresenceEvent {
+            gateway: self.identity.gateway_code().map(str::to_owned),
+            cn: self.identity.cn.clone(),
+            client_id: self.client_id.clone(),
+            kind: self.identity.kind,
+            serial: self.identity.serial,
+            at: OffsetDateTime::now_utc(),
+            reason,
+        }
+    }
+
+    pub(crate) async fn run(mut self, mut control: mpsc::Receiver<Control>) {
+        let kind = self.identity.kind.as_str();
+        let shared = self.conn.shared.clone();
+        // Released however the session ends, a panic included.
+        let _active = GaugeGuard::new(shared.metrics.sessions_active.with_label_values(&[kind]));
+        shared.book.session_start(&self.client_id, self.clean);
+        shared.presence.on_connect(&self.presence(None));
+        let end = match self.start(&mut control).await {
+            Ok(()) => self.pump(&mut control).await,
+            Err(end) => end,
+        };
+        self.finish(end).await;
+    }
+
+    /// Sends the CONNACK, then handles whatever the client sent in the same
+    /// reads as its CONNECT (MQTT lets a client send before the CONNACK).
+    async fn start(&mut self, control: &mut mpsc::Receiver<Control>) -> Result<(), End> {
+        self.flush(control).await?;
+        if !self.conn.rbuf.is_empty() {
+            self.received().await?;
+            self.flush(control).await?;
+        }
+        Ok(())
+    }
+
+    /// Handles the bytes just read; the keepalive restarts only when a
+    /// whole packet came in.
+    async fn received(&mut self) -> Result<usize, End> {
+        let packets = match self.incoming().await {
+            Ok(n) => n,
+            Err(end) => {
+                let _ = self.send_to_router().await;
+                return Err(end);
+            }
+        };
+        self.account_partial(packets > 0)?;
+        Ok(packets)
+    }
+
+    /// Tracks the incomplete packet left in the read buffer: its start (for
+    /// `mqtt.packet_timeout`) and its bytes in the shared budget
+    /// (`mqtt.max_partial_bytes`).
+    fn account_partial(&mut self, new_packet: bool) -> Result<(), End> {
+        let held = self.conn.rbuf.len();
+        if held == 0 {
+            self.partial_since = None;
+            if self.conn.rbuf.capacity() > RBUF_KEEP {
+                self.conn.rbuf = BytesMut::with_capacity(4096);
+            }
+        } else if new_packet || self.partial_since.is_none() {
+            self.partial_since = Some(Instant::now());
+        }
+        if held != self.partial_held {
+            let shared = self.conn.shared.clone();
+            if !shared.partial.resize(self.partial_held, held) {
+                return Err(self.over_quota_end(Quota::PartialBytes));
+            }
+            self.partial_held = held;
+            shared
+                .metrics
+                .partial_bytes
+                .set(shared.partial.held() as i64);
+        }
+        Ok(())
+    }
+
+    async fn pump(&mut self, control: &mut mpsc::Receiver<Control>) -> End {
+        let mut last_rx = Instant::now();
+        let packet_timeout = self.shared().config.mqtt.packet_timeout;
+        loop {
+            let keepalive_at = last_rx + self.keepalive;
+            let packet_due = self.partial_since.map(|t| t + packet_timeout);
+            tokio::select! {
+                biased;
+                c = control.recv() => {
+                    if let Some(end) = control_end(c) {
+                        return end;
+                    }
+                }
+                r = self.conn.io.read_buf(&mut self.conn.rbuf) => {
+                    match r {
+                        Ok(0) => return End::new(DisconnectReason::ConnectionLost, None, true),
+                        Err(e) => {
+                            tracing::debug!(client_id = ?self.client_id, error = %e, "read failed");
+                            return End::new(DisconnectReason::ConnectionLost, None, true);
+                        }
+                        Ok(n) => {
+                            self.shared().metrics.bytes_in.inc_by(n as u64);
+                            match self.received().await {
+                                Ok(0) => {}
+                                Ok(_) => last_rx = Instant::now(),
+                                Err(end) => return end,
+                            }
+                        }
+                    }
+                }
+                n = self.link_rx.next() => {
+                    let mut next = Some(n);
+                    let mut handled = 0;
+                    while let Some(n) = next.take() {
+                        match n {
+                            Ok(Some(notification)) => {
+                                if let Err(end) = self.notification(notification).await {
+                                    return end;
+                                }
+                            }
+                            Ok(None) => {}
+                            Err(_) => {
+                                return End { router_gone: true, ..End::new(DisconnectReason::TakenOver, Some(0x8E), false) };
+                            }
+                        }
+                        handled += 1;
+                        if handled < NOTIFICATION_BATCH {
+                            next = now_or_never(self.link_rx.next());
+                        }
+                    }
+                    if let Err(end) = self.send_to_router().await {
+                        return end;
+                    }
+                }
+                _ = self.held_acks.durable(), if self.held_acks.head_waits_for_ingest() => {
+                    self.release_held_acks();
+                }
+                _ = tokio::time::sleep_until(keepalive_at) => {
+                    return End::new(DisconnectReason::KeepaliveTimeout, Some(0x8D), true);
+                }
+                _ = tokio::time::sleep_until(packet_due.unwrap_or(keepalive_at)), if packet_due.is_some() => {
+                    let held = self.conn.rbuf.len();
+                    tracing::warn!(client_id = ?self.client_id, held, timeout = ?packet_timeout, "packet not complete in time; closing the connection (mqtt.packet_timeout)");
+                    return self.violation(Violation { label: "packet_timeout", code: 0x8D });
+                }
+            }
+            if let Err(end) = self.flush(control).await {
+                return end;
+            }
+        }
+    }
+
+    /// Writes what is buffered; a control signal (revocation, shutdown)
+    /// interrupts a write stuck on a client that does not read.
+    async fn flush(&mut self, control: &mut mpsc::Receiver<Control>) -> Result<(), End> {
+        if self.conn.wbuf.is_empty() {
+            return Ok(());
+        }
+        tokio::select! {
+            r = self.conn.flush() => r.map_err(|_| End::new(DisconnectReason::ConnectionLost, None, true)),
+            c = control.recv() => {
+                match control_end(c) {
+                    Some(mut end) => {
+                        // Mid-write: a DISCONNECT cannot follow a partial frame.
+                        end.send = None;
+                        self.conn.wbuf.clear();
+                        Err(end)
+                    }
+                    None => Box::pin(self.conn.flush()).await.map_err(|_| End::new(DisconnectReason::ConnectionLost, None, true)),
+                }
+            }
+        }
+    }
+
+    async fn send_to_router(&mut self) -> Result<(), End> {
+        let Some(last) = self.to_router.pop() else {
+            return Ok(());
+        };
+        {
+            let mut buffer = self.link_tx.buffer();
+            buffer.extend(self.to_router.drain(..));
+        }
+        self.link_tx.send(last).await.map(|_| ()).map_err(|_| End {
+            router_gone: true,
+            ..End::new(DisconnectReason::TakenOver, Some(0x8E), false)
+        })
+    }
+
+    fn write(&mut self, packet: Packet) {
+        if let Err(e) = self.codec.write(packet, &mut self.conn.wbuf) {
+            tracing::error!(client_id = ?self.client_id, error = ?e, "cannot encode packet");
+        }
+    }
+
+    fn v5(&self) -> bool {
+        self.codec.version() == Version::V5
+    }
+
+    /// Queues the end of the session for the router: the will (when
+    /// `will`) and a DISCONNECT, which frees the router's slot.
+    fn queue_router_end(&mut self, will: bool) {
+        if let Some(w) = will.then(|| self.will.take()).flatten() {
+            self.to_router.push(Packet::Publish(will_publish(&w), None));
+        }
+        self.to_router.push(Packet::Disconnect(
+            Disconnect {
+                reason_code: DisconnectReasonCode::NormalDisconnection,
+            },
+            None,
+        ));
+    }
+
+    async fn finish(mut self, end: End) {
+        let shared = self.conn.shared.clone();
+        if let (Some(code), true) = (end.send, self.v5()) {
+            // Encoded here: rumqttd's v5 DISCONNECT writer emits a bare
+            // `E0 00` (normal disconnection) for any reason code.
+            self.conn.wbuf.extend_from_slice(&[0xE0, 0x02, code, 0x00]);
+        }
+        if !end.router_gone {
+            self.queue_router_end(end.will);
+            let _ = self.send_to_router().await;
+        }
+        self.router_released = true;
+        if end.reason == DisconnectReason::Revoked {
+            shared.metrics.revocation_kicks.inc();
+            tracing::warn!(client_id = ?self.client_id, cn = ?self.identity.cn, serial = %self.identity.serial, "certificate revoked: session disconnected");
+        }
+        self.conn.close().await;
+        shared.book.session_end(&self.client_id, self.clean);
+        shared
+            .presence
+            .on_disconnect(&self.presence(Some(end.reason)));
+        self.finished = true;
+    }
+}
+
+/// MQTT 5 value of a DISCONNECT reason code (rumqttd's enum is not
+/// numbered by the spec).
+fn reason_byte(code: DisconnectReasonCode) -> u8 {
+    use DisconnectReasonCode as R;
+    match code {
+        R::NormalDisconnection => 0x00,
+        R::MalformedPacket => 0x81,
+        R::ProtocolError => 0x82,
+        R::ImplementationSpecificError => 0x83,
+        R::NotAuthorized => 0x87,
+        R::ServerBusy => 0x89,
+        R::ServerShuttingDown => 0x8B,
+        R::KeepAliveTimeout => 0x8D,
+        R::SessionTakenOver => 0x8E,
+        R::TopicFilterInvalid => 0x8F,
+        R::TopicNameInvalid => 0x90,
+        R::ReceiveMaximumExceeded => 0x93,
+        R::TopicAliasInvalid => 0x94,
+        R::PacketTooLarge => 0x95,
+        R::MessageRateTooHigh => 0x96,
+        R::QuotaExceeded => 0x97,
+        R::AdministrativeAction => 0x98,
+        R::PayloadFormatInvalid => 0x99,
+        R::RetainNotSupported => 0x9A,
+        R::QoSNotSupported => 0x9B,
+        R::SharedSubscriptionNotSupported => 0x9E,
+        R::SubscriptionIdentifiersNotSupported => 0xA1,
+        R::WildcardSubscriptionsNotSupported => 0xA2,
+        _ => 0x80,
+    }
+}
+
+fn control_end(c: Option<Control>) -> Option<End> {
+    match c? {
+        Control::Revoked => Some(End::new(DisconnectReason::Revoked, Some(0x87), false)),
+        Control::Shutdown => Some(End::new(DisconnectReason::Shutdown, Some(0x8B), false)),
+    }
+}
+
+/// The will as a PUBLISH (rumqttd keeps QoS fields crate-private, so it is
+/// built from rumqttd's own serialised form).
+fn will_publish(will: &LastWill) -> Publish {
+    let mut b = BytesMut::with_capacity(5 + will.topic.len() + will.message.len());
+    b.put_u8(0x30 | ((will.qos as u8) << 1) | u8::from(will.retain));
+    b.put_u16(if will.qos == QoS::AtMostOnce { 0 } else { 1 });
+    b.put_u16(will.topic.len() as u16);
+    b.extend_from_slice(&will.topic);
+    b.extend_from_slice(&will.message);
+    Publish::deserialize(Bytes::from(b))
+}
