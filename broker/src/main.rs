@@ -97,6 +97,8 @@ fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        // First of all: a SIGTERM during start-up is a clean stop.
+        let shutdown = shutdown_signal();
         let listeners = Listeners::bind(&config).await?;
         // One registry behind /metrics: broker, ingest and provisioning.
         let registry = prometheus::Registry::new();
@@ -146,7 +148,7 @@ fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
             _ => None,
         };
         let result =
-            gatehouse_broker::run(config, listeners, presence, registry, shutdown_signal()).await;
+            gatehouse_broker::run(config, listeners, presence, registry, shutdown).await;
         let _ = stop_notify.send(());
         if let Some(n) = notify {
             let _ = n.await;
@@ -206,18 +208,25 @@ fn init_logging() {
         .init();
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is
+/// called, not when the future is first polled: a SIGTERM that arrives while
+/// the broker is still starting must stop it cleanly, not kill it.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot install the SIGTERM handler; only Ctrl-C stops the broker");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = int.recv() => tracing::info!("SIGINT received"),
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(error = %e, "cannot install the SIGTERM/SIGINT handlers; the broker cannot be stopped cleanly");
+                std::future::pending::<()>().await;
+            }
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-        _ = term.recv() => tracing::info!("SIGTERM received"),
     }
 }
