@@ -1,6 +1,6 @@
-//! `gatehouse-bench`: the load generator and benchmark suite (see `USAGE`,
-//! printed by `--help`), plus measurements criterion cannot make
-//! (`crl-load`, `ingest-sink`, `plugin-cost`).
+//! `gatehouse-bench`: the load generator and benchmark suite (see `--help`),
+//! plus measurements criterion cannot make (`crl-load`, `ingest-sink`,
+//! `plugin-cost`).
 
 mod bare;
 mod client;
@@ -14,8 +14,10 @@ mod target;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use gatehouse_auth::{CrlVerifier, RevocationSet};
 use gatehouse_bench::{bench_ca, crl_pem, serials};
 use gatehouse_tests::pki::Pki;
@@ -26,240 +28,452 @@ use crate::report::{Report, fmt, median};
 use crate::scenario::Params;
 use crate::target::{Kind, Running, Start};
 
-const USAGE: &str = "\
-gatehouse-bench: load generator for MQTT brokers with mTLS client certificates
-
-USAGE
-  gatehouse-bench SCENARIO [--target T | --addr HOST:PORT --ca FILE --cert-dir DIR] [OPTIONS]
-  gatehouse-bench suite [--quick] [--rounds N] [OPTIONS]
-  gatehouse-bench pki --gateways N [--pki-dir DIR]
-  gatehouse-bench ingest-sink [--rows N] [--per-row M]
-  gatehouse-bench crl-load [--entries N] [--dir DIR]
-  gatehouse-bench plugin-cost [--clients N] [--secs S] [--rounds R]
-
-SCENARIOS (every run is bounded and stops by itself)
-  connect   full mTLS handshakes + CONNECT/CONNACK (+DISCONNECT) by --gateways
-            distinct gateways, --concurrency at a time, for --duration or
-            --count connections -> connections/s, p50/p99 connect latency,
-            failures by reason, broker CPU per connection
-  publish   --gateways gateways publish ~95-byte JSON on telemetry/{cn}/data
-            (QoS --qos, --rate msg/s in total or flat out), one subscriber on
-            telemetry/+/data -> delivered msg/s, p50/p99 end-to-end latency
-            (send time in the payload), broker CPU % and msg per broker
-            CPU-second, peak RSS (/proc/<pid>), measured for --duration after
-            --warmup
-  idle      hold --gateways idle mTLS sessions (source addresses spread over
-            127.0.0.x, 20,000 each) -> broker RSS per session
-  ingest    --messages messages from --gateways gateways, flat out -> rows in
-            table `telemetry`: rows/s end to end, time from the last send until
-            the last row landed (waits up to --timeout without progress).
-            Our targets get `[ingest] database_url` of a private PostgreSQL
-            (or --database-url); mosquitto-acl does not ingest
-  revoke    --count times: connect a fresh gateway, revoke its certificate by
-            rewriting the CRL file the broker watches -> time until the broker
-            cuts the session (never, if not within --timeout)
-
-TARGETS
-  --target embedded          gatehouse serve (--gatehouse BIN, default: next to
-                             this binary) with a bench config
-  --target mosquitto-plugin  /usr/sbin/mosquitto + libgatehouse_mosquitto.so
-                             ($GATEHOUSE_PLUGIN_SO, else built)
-  --target mosquitto-acl     plain Mosquitto, the same rules in acl_file
-                             (use_identity_as_username, crlfile)
-  --target rustls            (connect only) a bare rustls server with the same
-                             certificates that verifies the client certificate,
-                             reads CONNECT and answers CONNACK: the floor
+/// Shown after the help of the scenarios that run against one target.
+const TARGETS_HELP: &str = "\
+Targets (--target, default embedded; or --addr for any running broker):
+  embedded          gatehouse serve (--gatehouse BIN) with a bench config
+  mosquitto-plugin  /usr/sbin/mosquitto + libgatehouse_mosquitto.so
+                    ($GATEHOUSE_PLUGIN_SO, else built)
+  mosquitto-acl     plain Mosquitto, the same rules in acl_file
+                    (use_identity_as_username, crlfile)
+  rustls            (connect only) a bare rustls server with the same
+                    certificates that verifies the client certificate, reads
+                    CONNECT and answers CONNACK: the floor
   --addr HOST:PORT --ca FILE --cert-dir DIR
-                             any running broker: CA of its server certificate
-                             and a directory of gateway certificates
-                             ({cn}.crt + {cn}.key; client id = cn, which may
-                             publish on telemetry/{cn}/data and one of which may
-                             subscribe to telemetry/+/data); `gatehouse-bench
-                             pki` writes such a directory. Optional
-                             --broker-pid PID (CPU/RSS), --database-url URL
-                             (ingest). revoke needs one of our targets.
-  All our targets: same fleet CA and server certificate, TLS on 127.0.0.1,
-  the CRL polled every 250 ms, Mosquitto with set_tcp_nodelay true, a fresh
-  broker process for every run.
+                    any running broker: CA of its server certificate and a
+                    directory of gateway certificates ({cn}.crt + {cn}.key;
+                    client id = cn, which may publish on telemetry/{cn}/data
+                    and one of which may subscribe to telemetry/+/data);
+                    `gatehouse-bench pki` writes such a directory. Optional
+                    --broker-pid PID (CPU/RSS), --database-url URL (ingest).
+                    revoke needs one of our targets.
+All our targets: same fleet CA and server certificate, TLS on 127.0.0.1, the
+CRL polled every 250 ms, Mosquitto with set_tcp_nodelay true, a fresh broker
+process for every run.";
 
-OPTIONS (defaults in brackets)
-  --gateways N       publishers / distinct gateways / sessions [publish 4,
-                     connect 1000, idle 1000, ingest 4]
-  --concurrency N    connections in flight (connect, idle) [8]
-  --duration SECS    measurement time [10]      --warmup SECS   [2]
-  --count N          connections (connect; 0 = use --duration) or revocations
-                     (revoke) [connect 0, revoke 3]
-  --qos 0|1          [0]           --rate MSGS   total msg/s, 0 = flat out [0]
-  --inflight N       unacknowledged QoS 1 PUBLISHes per publisher [64]
-  --messages N       ingest messages [200000]
-  --timeout SECS     revoke: wait for the cut; ingest: wait without progress [3 / 10]
-  --pin-broker CPU   taskset the broker (all threads) to CPU
-  --pin-client CPU   taskset this load generator to CPU
-  --client-threads N tokio worker threads of the load generator [2]
-  --pki-dir DIR      fleet CA + gateway certificates cached between runs
-                     [target/gatehouse-bench-pki]
-  --json FILE        also write the results as JSON
-  --quick            (suite) tiny durations: proves every contender and
-                     scenario works end to end, figures meaningless
-  --rounds N         (suite) rounds of every scenario x contender [3; quick 1]
-
+const SUITE_HELP: &str = "\
 suite runs connect, publish QoS 0, publish QoS 1, ingest and revoke against
 embedded, mosquitto-plugin and mosquitto-acl (connect also against the bare
-rustls server), interleaved (A B C A B C ...),
-then prints the median of the rounds for every figure and the ratios
-embedded/mosquitto-acl, plugin/mosquitto-acl and embedded/plugin.
-scripts/bench.sh builds the release binaries and runs it.";
+rustls server), interleaved (A B C A B C ...), then prints the median of the
+rounds for every figure and the ratios embedded/mosquitto-acl,
+plugin/mosquitto-acl and embedded/plugin. scripts/bench.sh builds the release
+binaries and runs it.";
 
-fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("gatehouse-bench: {e}\n(gatehouse-bench --help for usage)");
-            ExitCode::from(2)
-        }
-    }
+/// gatehouse-bench: load generator for MQTT brokers with mTLS client
+/// certificates.
+///
+/// Every scenario run is bounded (a duration and/or a count) and stops by
+/// itself; `gatehouse-bench <COMMAND> --help` lists a command's options.
+#[derive(Debug, Parser)]
+#[command(name = "gatehouse-bench", version, after_help = SUITE_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
 }
 
-/// Parsed command line.
-struct Opts {
-    target: Option<Kind>,
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Full mTLS handshakes + CONNECT/CONNACK (+DISCONNECT): connections/s,
+    /// p50/p99 connect latency, failures by reason, broker CPU per connection.
+    ///
+    /// --gateways distinct gateways, --concurrency at a time, for --duration
+    /// or --count connections.
+    #[command(after_help = TARGETS_HELP)]
+    Connect(ConnectArgs),
+    /// Gateways publish telemetry, one subscriber receives it: delivered
+    /// msg/s, p50/p99 end-to-end latency, broker CPU, peak RSS.
+    ///
+    /// --gateways gateways publish ~95-byte JSON on telemetry/{cn}/data (QoS
+    /// --qos, --rate msg/s in total or flat out), one subscriber on
+    /// telemetry/+/data -> delivered msg/s, p50/p99 end-to-end latency (send
+    /// time in the payload), broker CPU % and msg per broker CPU-second, peak
+    /// RSS (/proc/<pid>), measured for --duration after --warmup.
+    #[command(after_help = TARGETS_HELP)]
+    Publish(PublishArgs),
+    /// Hold idle mTLS sessions: broker RSS per session.
+    ///
+    /// Holds --gateways idle sessions (source addresses spread over
+    /// 127.0.0.x, 20,000 each) -> broker RSS per session.
+    #[command(after_help = TARGETS_HELP)]
+    Idle(IdleArgs),
+    /// Publish flat out into ingest: rows/s end to end into table
+    /// `telemetry`.
+    ///
+    /// --messages messages from --gateways gateways, flat out -> rows in table
+    /// `telemetry`: rows/s end to end, time from the last send until the last
+    /// row landed (waits up to --timeout without progress). Our targets get
+    /// `[ingest] database_url` of a private PostgreSQL (or --database-url);
+    /// mosquitto-acl does not ingest.
+    #[command(after_help = TARGETS_HELP)]
+    Ingest(IngestArgs),
+    /// Revoke connected gateways through the CRL: time until the broker cuts
+    /// the session.
+    ///
+    /// --count times: connect a fresh gateway, revoke its certificate by
+    /// rewriting the CRL file the broker watches -> time until the broker cuts
+    /// the session (never, if not within --timeout). Only our targets.
+    #[command(after_help = TARGETS_HELP)]
+    Revoke(RevokeArgs),
+    /// The broker comparison: every scenario against every contender, medians
+    /// and ratios.
+    #[command(after_help = SUITE_HELP)]
+    Suite(SuiteArgs),
+    /// Write a fleet CA and gateway certificates (a --cert-dir for --addr).
+    ///
+    /// Writes ca.crt/ca.key and gateways/{cn}.crt + {cn}.key into --pki-dir
+    /// (certificates already there are kept).
+    Pki(PkiArgs),
+    /// Telemetry rows/s into a private PostgreSQL: binary COPY, the ingest
+    /// sink and an INSERT baseline.
+    IngestSink(IngestSinkArgs),
+    /// Time and peak memory of loading + verifying a large CRL.
+    ///
+    /// Generates the CRL in a child process (make-crl), then loads it here
+    /// and reports the time and the RSS growth.
+    CrlLoad(CrlLoadArgs),
+    /// Throughput of Mosquitto + the Gatehouse plugin against the same
+    /// Mosquitto with an equivalent acl_file, alternating rounds.
+    PluginCost(PluginCostArgs),
+    /// Internal (target rustls): a bare rustls mTLS server answering CONNACK.
+    #[command(hide = true)]
+    BareServer(BareServerArgs),
+    /// Internal (crl-load's child step): CA + CRL files into --dir.
+    #[command(hide = true)]
+    MakeCrl(CrlLoadArgs),
+}
+
+/// The broker a single scenario runs against.
+#[derive(Debug, Default, Args)]
+struct BrokerArgs {
+    /// Which of our brokers to start for the run (default: embedded)
+    #[arg(long, value_enum, value_name = "TARGET", conflicts_with = "addr")]
+    target: Option<TargetArg>,
+    /// A running broker to measure instead of one of ours (needs --ca and
+    /// --cert-dir)
+    #[arg(long, value_name = "HOST:PORT", value_parser = socket_addr, requires_all = ["ca", "cert_dir"])]
     addr: Option<SocketAddr>,
+    /// (--addr) CA certificate (PEM) of the broker's server certificate
+    #[arg(long, value_name = "FILE", requires = "addr")]
     ca: Option<PathBuf>,
+    /// (--addr) directory of gateway certificates, {cn}.crt + {cn}.key
+    #[arg(long, value_name = "DIR", requires = "addr")]
     cert_dir: Option<PathBuf>,
+    /// (--addr) process id of that broker, for its CPU and RSS figures
+    #[arg(long, value_name = "PID", value_parser = whole::<u32>, requires = "addr")]
     broker_pid: Option<u32>,
-    database_url: Option<String>,
-    gatehouse: PathBuf,
-    pki_dir: PathBuf,
-    json: Option<PathBuf>,
-    pin_broker: Option<usize>,
-    pin_client: Option<usize>,
-    client_threads: usize,
-    quick: bool,
-    rounds: Option<usize>,
-    params: Params,
-    set: Vec<&'static str>,
-    // bare-server and older tools
-    port: u16,
-    cert: Option<PathBuf>,
-    key: Option<PathBuf>,
-    entries: usize,
-    dir: PathBuf,
-    rows: usize,
-    per_row: usize,
-    clients: usize,
-    secs: u64,
 }
 
-fn parse(rest: &[String]) -> Result<Opts, String> {
-    let mut o = Opts {
-        target: None,
-        addr: None,
-        ca: None,
-        cert_dir: None,
-        broker_pid: None,
-        database_url: None,
-        gatehouse: target::default_gatehouse(),
-        pki_dir: default_pki_dir(),
-        json: None,
-        pin_broker: None,
-        pin_client: None,
-        client_threads: 2,
-        quick: false,
-        rounds: None,
-        params: Params::default(),
-        set: Vec::new(),
-        port: 0,
-        cert: None,
-        key: None,
-        entries: 1_000_000,
-        dir: std::env::temp_dir().join("gatehouse-bench-crl"),
-        rows: 200_000,
-        per_row: 5_000,
-        clients: 8,
-        secs: 5,
-    };
-    let mut it = rest.iter();
-    while let Some(flag) = it.next() {
-        if flag == "--quick" {
-            o.quick = true;
-            continue;
-        }
-        if flag == "-h" || flag == "--help" {
-            return Err("help".into());
-        }
-        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        let num = |v: &str| -> Result<usize, String> {
-            v.parse()
-                .map_err(|_| format!("{flag}: not a whole number: {v:?}"))
-        };
-        let secs = |v: &str| -> Result<Duration, String> {
-            v.parse::<f64>()
-                .ok()
-                .filter(|s| s.is_finite() && *s >= 0.0)
-                .map(Duration::from_secs_f64)
-                .ok_or_else(|| format!("{flag}: not a number of seconds: {v:?}"))
-        };
-        let p = &mut o.params;
-        match flag.as_str() {
-            "--target" => o.target = Some(Kind::parse(value)?),
-            "--addr" => {
-                o.addr = Some(
-                    std::net::ToSocketAddrs::to_socket_addrs(value.as_str())
-                        .ok()
-                        .and_then(|mut a| a.next())
-                        .ok_or_else(|| format!("--addr: cannot resolve {value:?}"))?,
-                )
-            }
-            "--ca" => o.ca = Some(PathBuf::from(value)),
-            "--cert-dir" => o.cert_dir = Some(PathBuf::from(value)),
-            "--broker-pid" => o.broker_pid = Some(num(value)? as u32),
-            "--database-url" => o.database_url = Some(value.clone()),
-            "--gatehouse" => o.gatehouse = PathBuf::from(value),
-            "--pki-dir" => o.pki_dir = PathBuf::from(value),
-            "--json" => o.json = Some(PathBuf::from(value)),
-            "--pin-broker" => o.pin_broker = Some(num(value)?),
-            "--pin-client" => o.pin_client = Some(num(value)?),
-            "--client-threads" => o.client_threads = num(value)?.max(1),
-            "--rounds" => o.rounds = Some(num(value)?.max(1)),
-            "--gateways" => {
-                p.gateways = num(value)?.max(1);
-                o.set.push("gateways");
-            }
-            "--concurrency" => p.concurrency = num(value)?.max(1),
-            "--duration" => p.duration = secs(value)?,
-            "--warmup" => p.warmup = secs(value)?,
-            "--count" => {
-                p.count = num(value)?;
-                o.set.push("count");
-            }
-            "--qos" => {
-                p.qos1 = match value.as_str() {
-                    "0" => false,
-                    "1" => true,
-                    _ => return Err(format!("--qos: 0 or 1, not {value:?}")),
-                }
-            }
-            "--rate" => p.rate = num(value)? as u64,
-            "--inflight" => p.inflight = num(value)?.max(1),
-            "--messages" => p.messages = num(value)?.max(1),
-            "--timeout" => {
-                p.timeout = secs(value)?;
-                o.set.push("timeout");
-            }
-            "--entries" => o.entries = num(value)?,
-            "--port" => o.port = num(value)? as u16,
-            "--cert" => o.cert = Some(PathBuf::from(value)),
-            "--key" => o.key = Some(PathBuf::from(value)),
-            "--dir" => o.dir = PathBuf::from(value),
-            "--rows" => o.rows = num(value)?,
-            "--per-row" => o.per_row = num(value)?,
-            "--clients" => o.clients = num(value)?,
-            "--secs" => o.secs = num(value)? as u64,
-            other => return Err(format!("unknown option {other}")),
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TargetArg {
+    /// gatehouse serve (--gatehouse BIN) with a bench config
+    Embedded,
+    /// Mosquitto + libgatehouse_mosquitto.so ($GATEHOUSE_PLUGIN_SO, else built)
+    MosquittoPlugin,
+    /// plain Mosquitto, the same rules in acl_file
+    MosquittoAcl,
+    /// (connect only) a bare rustls mTLS server answering CONNACK: the floor
+    Rustls,
+}
+
+impl From<TargetArg> for Kind {
+    fn from(t: TargetArg) -> Kind {
+        match t {
+            TargetArg::Embedded => Kind::Embedded,
+            TargetArg::MosquittoPlugin => Kind::MosquittoPlugin,
+            TargetArg::MosquittoAcl => Kind::MosquittoAcl,
+            TargetArg::Rustls => Kind::Bare,
         }
     }
-    Ok(o)
+}
+
+/// How runs are set up on this side (every scenario and the suite).
+#[derive(Debug, Args)]
+struct Harness {
+    /// The gatehouse binary for --target embedded [default: next to this binary]
+    #[arg(long, value_name = "BIN", default_value_os_t = target::default_gatehouse(), hide_default_value = true)]
+    gatehouse: PathBuf,
+    /// Fleet CA + gateway certificates, cached between runs
+    /// [default: $CARGO_TARGET_DIR or target, + /gatehouse-bench-pki]
+    #[arg(long, value_name = "DIR", default_value_os_t = default_pki_dir(), hide_default_value = true)]
+    pki_dir: PathBuf,
+    /// Also write the results as JSON to FILE
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// taskset the broker (all its threads) to this CPU number
+    #[arg(long, value_name = "CPU", value_parser = whole::<usize>)]
+    pin_broker: Option<usize>,
+    /// taskset this load generator to this CPU number
+    #[arg(long, value_name = "CPU", value_parser = whole::<usize>)]
+    pin_client: Option<usize>,
+    /// Tokio worker threads of the load generator (0 counts as 1)
+    #[arg(long, value_name = "N", default_value = "2", value_parser = at_least_one)]
+    client_threads: usize,
+}
+
+#[derive(Debug, Args)]
+struct ConnectArgs {
+    #[command(flatten)]
+    broker: BrokerArgs,
+    #[command(flatten)]
+    harness: Harness,
+    /// Distinct gateways (one certificate each) that connect in turn (0 counts as 1)
+    #[arg(long, value_name = "N", default_value = "1000", value_parser = at_least_one)]
+    gateways: usize,
+    #[command(flatten)]
+    concurrency: Concurrency,
+    /// Connections to make; 0 = connect for --duration instead
+    #[arg(long, value_name = "N", default_value = "0", value_parser = whole::<usize>)]
+    count: usize,
+    /// Measurement time in seconds, fractions allowed (unless --count)
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds, allow_negative_numbers = true)]
+    duration: Duration,
+}
+
+#[derive(Debug, Args)]
+struct PublishArgs {
+    #[command(flatten)]
+    broker: BrokerArgs,
+    #[command(flatten)]
+    harness: Harness,
+    /// Publishing gateways (each its own certificate; 0 counts as 1)
+    #[arg(long, value_name = "N", default_value = "4", value_parser = at_least_one)]
+    gateways: usize,
+    #[command(flatten)]
+    qos: Qos,
+    #[command(flatten)]
+    window: Window,
+    #[command(flatten)]
+    rate: Rate,
+    #[command(flatten)]
+    inflight: Inflight,
+}
+
+#[derive(Debug, Args)]
+struct IdleArgs {
+    #[command(flatten)]
+    broker: BrokerArgs,
+    #[command(flatten)]
+    harness: Harness,
+    /// Idle mTLS sessions to hold, one gateway each (0 counts as 1)
+    #[arg(long, value_name = "N", default_value = "1000", value_parser = at_least_one)]
+    gateways: usize,
+    #[command(flatten)]
+    concurrency: Concurrency,
+}
+
+#[derive(Debug, Args)]
+struct IngestArgs {
+    #[command(flatten)]
+    broker: BrokerArgs,
+    #[command(flatten)]
+    harness: Harness,
+    #[command(flatten)]
+    database: Database,
+    /// Publishing gateways (each its own certificate; 0 counts as 1)
+    #[arg(long, value_name = "N", default_value = "4", value_parser = at_least_one)]
+    gateways: usize,
+    #[command(flatten)]
+    messages: Messages,
+    #[command(flatten)]
+    qos: Qos,
+    #[command(flatten)]
+    inflight: Inflight,
+    /// Seconds to wait for rows without progress before giving up, fractions allowed
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds, allow_negative_numbers = true)]
+    timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+struct RevokeArgs {
+    #[command(flatten)]
+    broker: BrokerArgs,
+    #[command(flatten)]
+    harness: Harness,
+    /// Revocations (each a fresh gateway; 0 counts as 1)
+    #[arg(long, value_name = "N", default_value = "3", value_parser = whole::<usize>)]
+    count: usize,
+    /// Seconds to wait for the broker to cut the session, fractions allowed
+    #[arg(long, value_name = "SECS", default_value = "3", value_parser = seconds, allow_negative_numbers = true)]
+    timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+struct SuiteArgs {
+    #[command(flatten)]
+    harness: Harness,
+    #[command(flatten)]
+    database: Database,
+    /// Tiny durations: proves every contender and scenario works end to end,
+    /// figures meaningless (1 s runs, 0.5 s warm-up, 5,000 ingest messages)
+    #[arg(long)]
+    quick: bool,
+    /// Rounds of every scenario x contender (0 counts as 1) [default: 3; --quick: 1]
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    rounds: Option<usize>,
+    /// Gateways of every scenario (0 counts as 1) [default: connect 1000, publish and ingest 4]
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    gateways: Option<usize>,
+    #[command(flatten)]
+    concurrency: Concurrency,
+    #[command(flatten)]
+    window: Window,
+    #[command(flatten)]
+    rate: Rate,
+    #[command(flatten)]
+    inflight: Inflight,
+    #[command(flatten)]
+    messages: Messages,
+}
+
+#[derive(Debug, Args)]
+struct Concurrency {
+    /// Connections in flight at a time (0 counts as 1)
+    #[arg(long, value_name = "N", default_value = "8", value_parser = at_least_one)]
+    concurrency: usize,
+}
+
+#[derive(Debug, Args)]
+struct Qos {
+    /// MQTT QoS of the PUBLISHes: 0 or 1
+    #[arg(long = "qos", value_name = "0|1", default_value = "0", value_parser = qos, action = ArgAction::Set)]
+    qos1: bool,
+}
+
+/// Measurement window of publish (and of every suite scenario).
+#[derive(Debug, Args)]
+struct Window {
+    /// Measurement time in seconds, fractions allowed
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds, allow_negative_numbers = true)]
+    duration: Duration,
+    /// Warm-up before the measurement in seconds, fractions allowed
+    #[arg(long, value_name = "SECS", default_value = "2", value_parser = seconds, allow_negative_numbers = true)]
+    warmup: Duration,
+}
+
+#[derive(Debug, Args)]
+struct Rate {
+    /// Total publish rate of all gateways in msg/s; 0 = flat out
+    #[arg(long, value_name = "MSGS", default_value = "0", value_parser = whole::<u64>)]
+    rate: u64,
+}
+
+#[derive(Debug, Args)]
+struct Inflight {
+    /// Unacknowledged QoS 1 PUBLISHes per publisher (0 counts as 1)
+    #[arg(long, value_name = "N", default_value = "64", value_parser = at_least_one)]
+    inflight: usize,
+}
+
+#[derive(Debug, Args)]
+struct Messages {
+    /// Messages to publish into ingest, in total (0 counts as 1)
+    #[arg(long, value_name = "N", default_value = "200000", value_parser = at_least_one)]
+    messages: usize,
+}
+
+#[derive(Debug, Args)]
+struct Database {
+    /// Ingest into this PostgreSQL database instead of a fresh one in a
+    /// private PostgreSQL (needed for ingest against --addr)
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct PkiArgs {
+    /// Gateway certificates to have in the directory (0 counts as 1)
+    #[arg(long, value_name = "N", default_value = "4", value_parser = at_least_one)]
+    gateways: usize,
+    /// Where the fleet CA and gateways/ go
+    /// [default: $CARGO_TARGET_DIR or target, + /gatehouse-bench-pki]
+    #[arg(long, value_name = "DIR", default_value_os_t = default_pki_dir(), hide_default_value = true)]
+    pki_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct IngestSinkArgs {
+    /// Rows for COPY and the ingest sink
+    #[arg(long, value_name = "N", default_value = "200000", value_parser = whole::<usize>)]
+    rows: usize,
+    /// Rows of the INSERT-per-row baseline (at most --rows)
+    #[arg(long, value_name = "M", default_value = "5000", value_parser = whole::<usize>)]
+    per_row: usize,
+}
+
+#[derive(Debug, Args)]
+struct CrlLoadArgs {
+    /// Revoked serials in the generated CRL
+    #[arg(long, value_name = "N", default_value = "1000000", value_parser = whole::<usize>)]
+    entries: usize,
+    /// Directory for the generated CA + CRL files
+    /// [default: <temp dir>/gatehouse-bench-crl]
+    #[arg(long, value_name = "DIR", default_value_os_t = std::env::temp_dir().join("gatehouse-bench-crl"), hide_default_value = true)]
+    dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct PluginCostArgs {
+    /// Gateways publishing QoS 1 to, and receiving from, their own topics
+    #[arg(long, value_name = "N", default_value = "8", value_parser = whole::<usize>)]
+    clients: usize,
+    /// Length of one round in seconds
+    #[arg(long, value_name = "S", default_value = "5", value_parser = whole::<u64>)]
+    secs: u64,
+    /// Rounds per contender (0 counts as 1)
+    #[arg(long, value_name = "R", default_value = "2", value_parser = at_least_one)]
+    rounds: usize,
+}
+
+#[derive(Debug, Args)]
+struct BareServerArgs {
+    /// TCP port on 127.0.0.1 (0 = any free port)
+    #[arg(long, value_name = "PORT", default_value = "0", value_parser = whole::<u16>)]
+    port: u16,
+    /// CA (PEM) that client certificates must chain to
+    #[arg(long, value_name = "FILE")]
+    ca: PathBuf,
+    /// Server certificate (PEM)
+    #[arg(long, value_name = "FILE")]
+    cert: PathBuf,
+    /// Server private key (PEM)
+    #[arg(long, value_name = "FILE")]
+    key: PathBuf,
+}
+
+/// A whole number (`--flag N`).
+fn whole<T: FromStr>(v: &str) -> Result<T, String> {
+    v.parse().map_err(|_| format!("not a whole number: {v:?}"))
+}
+
+/// A whole number where 0 means 1 (a run needs at least one).
+fn at_least_one(v: &str) -> Result<usize, String> {
+    whole::<usize>(v).map(|n| n.max(1))
+}
+
+/// Seconds, fractions allowed (`--duration 0.5`).
+fn seconds(v: &str) -> Result<Duration, String> {
+    v.parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("not a number of seconds: {v:?}"))
+}
+
+/// `--qos 0|1`: whether QoS 1.
+fn qos(v: &str) -> Result<bool, String> {
+    match v {
+        "0" => Ok(false),
+        "1" => Ok(true),
+        _ => Err(format!("0 or 1, not {v:?}")),
+    }
+}
+
+/// HOST:PORT, resolved once (the first address).
+fn socket_addr(v: &str) -> Result<SocketAddr, String> {
+    std::net::ToSocketAddrs::to_socket_addrs(v)
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| format!("cannot resolve {v:?}"))
 }
 
 fn default_pki_dir() -> PathBuf {
@@ -269,65 +483,122 @@ fn default_pki_dir() -> PathBuf {
         .join("gatehouse-bench-pki")
 }
 
-fn run(args: &[String]) -> Result<(), String> {
-    let Some((cmd, rest)) = args.split_first() else {
-        return Err("no command given".into());
-    };
-    if matches!(cmd.as_str(), "-h" | "--help" | "help") {
-        println!("{USAGE}");
-        return Ok(());
-    }
-    let mut o = match parse(rest) {
-        Err(e) if e == "help" => {
-            println!("{USAGE}");
-            return Ok(());
+/// What the runs of a scenario (or the suite) need, whichever subcommand
+/// they came from.
+#[derive(Debug)]
+struct Opts {
+    broker: BrokerArgs,
+    harness: Harness,
+    database_url: Option<String>,
+    params: Params,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.cmd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gatehouse-bench: {e}\n(gatehouse-bench --help for usage)");
+            ExitCode::from(2)
         }
-        r => r?,
-    };
-    match cmd.as_str() {
-        "crl-load" => crl_load(o.entries, &o.dir),
-        "bare-server" => {
-            let (Some(ca), Some(cert), Some(key)) = (&o.ca, &o.cert, &o.key) else {
-                return Err("bare-server needs --port, --ca, --cert and --key".into());
-            };
-            bare::serve(o.port, ca, cert, key)
-        }
-        "make-crl" => make_crl(o.entries, &o.dir),
-        "ingest-sink" => ingest_sink::run(o.rows, o.per_row),
-        "plugin-cost" => plugin_cost::plugin_cost(o.clients, o.secs, o.rounds.unwrap_or(2)),
-        "pki" => {
-            let ca = fleet::fleet_ca(&o.pki_dir)?;
-            let n = fleet::ensure_gateways(&ca, &o.pki_dir, o.params.gateways)?;
-            println!(
-                "{}: fleet CA ca.crt, {} gateway certificates in {} ({n} new)",
-                o.pki_dir.display(),
-                o.params.gateways,
-                fleet::gateway_dir(&o.pki_dir).display()
-            );
-            Ok(())
-        }
-        "connect" | "publish" | "idle" | "ingest" | "revoke" => {
-            let sc = cmd.clone();
-            defaults_for(&sc, &mut o);
-            single(&sc, &o)
-        }
-        "suite" => suite(&mut o),
-        other => Err(format!("unknown command {other:?}")),
     }
 }
 
-fn defaults_for(scenario: &str, o: &mut Opts) {
-    let p = &mut o.params;
-    let set = |k: &str| o.set.contains(&k);
-    if !set("gateways") && matches!(scenario, "connect" | "idle") {
-        p.gateways = 1000;
-    }
-    if !set("count") && scenario == "revoke" {
-        p.count = 3;
-    }
-    if !set("timeout") {
-        p.timeout = Duration::from_secs(if scenario == "ingest" { 10 } else { 3 });
-    }
+fn run(cmd: Cmd) -> Result<(), String> {
+    let (scenario, o) = match cmd {
+        Cmd::CrlLoad(a) => return crl_load(a.entries, &a.dir),
+        Cmd::MakeCrl(a) => return make_crl(a.entries, &a.dir),
+        Cmd::BareServer(a) => return bare::serve(a.port, &a.ca, &a.cert, &a.key),
+        Cmd::IngestSink(a) => return ingest_sink::run(a.rows, a.per_row),
+        Cmd::PluginCost(a) => return plugin_cost::plugin_cost(a.clients, a.secs, a.rounds),
+        Cmd::Pki(a) => {
+            let ca = fleet::fleet_ca(&a.pki_dir)?;
+            let n = fleet::ensure_gateways(&ca, &a.pki_dir, a.gateways)?;
+            println!(
+                "{}: fleet CA ca.crt, {} gateway certificates in {} ({n} new)",
+                a.pki_dir.display(),
+                a.gateways,
+                fleet::gateway_dir(&a.pki_dir).display()
+            );
+            return Ok(());
+        }
+        Cmd::Suite(a) => return suite(a),
+        Cmd::Connect(a) => (
+            "connect",
+            Opts {
+                broker: a.broker,
+                harness: a.harness,
+                database_url: None,
+                params: Params {
+                    gateways: a.gateways,
+                    concurrency: a.concurrency.concurrency,
+                    count: a.count,
+                    duration: a.duration,
+                    ..Params::default()
+                },
+            },
+        ),
+        Cmd::Publish(a) => (
+            "publish",
+            Opts {
+                broker: a.broker,
+                harness: a.harness,
+                database_url: None,
+                params: Params {
+                    gateways: a.gateways,
+                    qos1: a.qos.qos1,
+                    duration: a.window.duration,
+                    warmup: a.window.warmup,
+                    rate: a.rate.rate,
+                    inflight: a.inflight.inflight,
+                    ..Params::default()
+                },
+            },
+        ),
+        Cmd::Idle(a) => (
+            "idle",
+            Opts {
+                broker: a.broker,
+                harness: a.harness,
+                database_url: None,
+                params: Params {
+                    gateways: a.gateways,
+                    concurrency: a.concurrency.concurrency,
+                    ..Params::default()
+                },
+            },
+        ),
+        Cmd::Ingest(a) => (
+            "ingest",
+            Opts {
+                broker: a.broker,
+                harness: a.harness,
+                database_url: a.database.database_url,
+                params: Params {
+                    gateways: a.gateways,
+                    messages: a.messages.messages,
+                    qos1: a.qos.qos1,
+                    inflight: a.inflight.inflight,
+                    timeout: a.timeout,
+                    ..Params::default()
+                },
+            },
+        ),
+        Cmd::Revoke(a) => (
+            "revoke",
+            Opts {
+                broker: a.broker,
+                harness: a.harness,
+                database_url: None,
+                params: Params {
+                    count: a.count,
+                    timeout: a.timeout,
+                    ..Params::default()
+                },
+            },
+        ),
+    };
+    single(scenario, &o)
 }
 
 fn runtime(threads: usize) -> Result<tokio::runtime::Runtime, String> {
@@ -358,35 +629,35 @@ fn fleet_size(scenario: &str, p: &Params) -> usize {
 }
 
 fn env(o: &Opts, fleet: usize, need_pg: bool) -> Result<Env, String> {
-    let external = o.addr.is_some();
+    let external = o.broker.addr.is_some();
     let started = Instant::now();
     let (pki, gateways) = if external {
-        let (Some(ca), Some(dir)) = (&o.ca, &o.cert_dir) else {
+        let (Some(ca), Some(dir)) = (&o.broker.ca, &o.broker.cert_dir) else {
             return Err("--addr needs --ca FILE and --cert-dir DIR".into());
         };
         (None, fleet::load(dir, ca, fleet)?)
     } else {
-        let ca = fleet::fleet_ca(&o.pki_dir)?;
-        let issued = fleet::ensure_gateways(&ca, &o.pki_dir, fleet)?;
+        let ca = fleet::fleet_ca(&o.harness.pki_dir)?;
+        let issued = fleet::ensure_gateways(&ca, &o.harness.pki_dir, fleet)?;
         if issued > 0 {
             eprintln!(
                 "issued {issued} gateway certificates into {} in {:.1?} (cached for later runs)",
-                o.pki_dir.display(),
+                o.harness.pki_dir.display(),
                 started.elapsed()
             );
         }
         let pki = Pki::with_fleet_ca(ca);
-        let gws = fleet::load(&fleet::gateway_dir(&o.pki_dir), &pki.ca_path, fleet)?;
+        let gws = fleet::load(&fleet::gateway_dir(&o.harness.pki_dir), &pki.ca_path, fleet)?;
         (Some(pki), gws)
     };
     let pg = (need_pg && o.database_url.is_none()).then(Postgres::start);
-    if let Some(cpu) = o.pin_client {
+    if let Some(cpu) = o.harness.pin_client {
         target::pin(std::process::id(), cpu)?;
     }
     Ok(Env {
         pki,
         gateways,
-        rt: runtime(o.client_threads)?,
+        rt: runtime(o.harness.client_threads)?,
         pg,
         databases: 0,
         scratch: tempfile::tempdir().map_err(|e| e.to_string())?,
@@ -429,17 +700,17 @@ fn run_one(env: &mut Env, o: &Opts, kind: Kind, scenario: &str, round: usize) ->
         .join(format!("{label}-{}-{round}", kind.name()));
     let _ = std::fs::create_dir_all(&scratch);
     let running = if kind == Kind::External {
-        let addr = o.addr.expect("external has an address");
-        Ok(Running::external(addr, o.broker_pid, url.is_some()))
+        let addr = o.broker.addr.expect("external has an address");
+        Ok(Running::external(addr, o.broker.broker_pid, url.is_some()))
     } else {
         let pki = env.pki.as_ref().expect("own targets have a PKI");
         Running::start(&Start {
             kind,
-            gatehouse: &o.gatehouse,
+            gatehouse: &o.harness.gatehouse,
             pki,
             ingest_url: url.as_deref(),
             scratch: &scratch,
-            pin: o.pin_broker,
+            pin: o.harness.pin_broker,
         })
     };
     let running = match running {
@@ -482,16 +753,16 @@ fn run_one(env: &mut Env, o: &Opts, kind: Kind, scenario: &str, round: usize) ->
 }
 
 fn single(scenario: &str, o: &Opts) -> Result<(), String> {
-    let kind = match (o.target, o.addr) {
+    let kind = match (o.broker.target, o.broker.addr) {
         (Some(_), Some(_)) => return Err("give either --target or --addr, not both".into()),
-        (Some(k), None) => k,
+        (Some(k), None) => k.into(),
         (None, Some(_)) => Kind::External,
         (None, None) => Kind::Embedded,
     };
     let mut env = env(o, fleet_size(scenario, &o.params), scenario == "ingest")?;
     let report = run_one(&mut env, o, kind, scenario, 0);
     report.print();
-    if let Some(path) = &o.json {
+    if let Some(path) = &o.harness.json {
         write_json(path, &report.json())?;
     }
     match &report.error {
@@ -556,28 +827,32 @@ const HEADLINES: &[(&str, &[&str])] = &[
 
 const CONTENDERS: [Kind; 3] = [Kind::Embedded, Kind::MosquittoPlugin, Kind::MosquittoAcl];
 
-fn suite(o: &mut Opts) -> Result<(), String> {
-    if o.addr.is_some() || o.target.is_some() {
-        return Err("suite runs its own three targets: no --target / --addr".into());
-    }
-    let rounds = o.rounds.unwrap_or(if o.quick { 1 } else { 3 });
-    let quick = o.quick;
-    let mut base = o.params.clone();
-    let connect_gws = if o.set.contains(&"gateways") {
-        base.gateways
-    } else {
-        1000
+fn suite(a: SuiteArgs) -> Result<(), String> {
+    let quick = a.quick;
+    let rounds = a.rounds.unwrap_or(if quick { 1 } else { 3 });
+    let mut base = Params {
+        gateways: a.gateways.unwrap_or(4),
+        concurrency: a.concurrency.concurrency,
+        duration: a.window.duration,
+        warmup: a.window.warmup,
+        rate: a.rate.rate,
+        inflight: a.inflight.inflight,
+        messages: a.messages.messages,
+        ..Params::default()
     };
-    let pub_gws = if o.set.contains(&"gateways") {
-        base.gateways
-    } else {
-        4
-    };
+    let connect_gws = a.gateways.unwrap_or(1000);
+    let pub_gws = a.gateways.unwrap_or(4);
     if quick {
         base.duration = Duration::from_secs(1);
         base.warmup = Duration::from_millis(500);
         base.messages = 5_000;
     }
+    let o = &mut Opts {
+        broker: BrokerArgs::default(),
+        harness: a.harness,
+        database_url: a.database.database_url,
+        params: base.clone(),
+    };
     let mut env = env(o, connect_gws.max(pub_gws + 1), true)?;
     let started = Instant::now();
     let machine = machine();
@@ -666,7 +941,7 @@ fn suite(o: &mut Opts) -> Result<(), String> {
         "\ntotal {:.0} s; {machine}",
         started.elapsed().as_secs_f64()
     );
-    if let Some(path) = &o.json {
+    if let Some(path) = &o.harness.json {
         write_json(
             path,
             &json!({
@@ -900,4 +1175,213 @@ fn proc_status_kib(field: &str) -> Result<u64, String> {
         .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .ok_or_else(|| format!("{field} not found in /proc/self/status"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cmd, clap::Error> {
+        Cli::try_parse_from(std::iter::once("gatehouse-bench").chain(args.iter().copied()))
+            .map(|c| c.cmd)
+    }
+
+    fn error(args: &[&str]) -> String {
+        parse(args).expect_err("must be rejected").to_string()
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn scenario_defaults_are_the_documented_ones() {
+        let Ok(Cmd::Connect(c)) = parse(&["connect"]) else {
+            panic!("connect")
+        };
+        assert_eq!(c.broker.target, None);
+        assert_eq!(c.broker.addr, None);
+        assert_eq!(
+            (c.gateways, c.concurrency.concurrency, c.count, c.duration),
+            (1000, 8, 0, Duration::from_secs(10))
+        );
+        assert_eq!(c.harness.client_threads, 2);
+        assert_eq!(c.harness.json, None);
+        assert_eq!(c.harness.pki_dir, default_pki_dir());
+        assert_eq!(c.harness.gatehouse, target::default_gatehouse());
+        let Ok(Cmd::Publish(p)) = parse(&["publish"]) else {
+            panic!("publish")
+        };
+        assert_eq!(
+            (p.gateways, p.qos.qos1, p.rate.rate, p.inflight.inflight),
+            (4, false, 0, 64)
+        );
+        assert_eq!(
+            (p.window.duration, p.window.warmup),
+            (Duration::from_secs(10), Duration::from_secs(2))
+        );
+        let Ok(Cmd::Idle(i)) = parse(&["idle"]) else {
+            panic!("idle")
+        };
+        assert_eq!((i.gateways, i.concurrency.concurrency), (1000, 8));
+        let Ok(Cmd::Ingest(i)) = parse(&["ingest"]) else {
+            panic!("ingest")
+        };
+        assert_eq!(
+            (i.gateways, i.messages.messages, i.timeout),
+            (4, 200_000, Duration::from_secs(10))
+        );
+        assert_eq!(i.database.database_url, None);
+        let Ok(Cmd::Revoke(r)) = parse(&["revoke"]) else {
+            panic!("revoke")
+        };
+        assert_eq!((r.count, r.timeout), (3, Duration::from_secs(3)));
+        let Ok(Cmd::Pki(k)) = parse(&["pki"]) else {
+            panic!("pki")
+        };
+        assert_eq!(k.gateways, 4);
+        let Ok(Cmd::PluginCost(k)) = parse(&["plugin-cost"]) else {
+            panic!("plugin-cost")
+        };
+        assert_eq!((k.clients, k.secs, k.rounds), (8, 5, 2));
+        let Ok(Cmd::IngestSink(k)) = parse(&["ingest-sink"]) else {
+            panic!("ingest-sink")
+        };
+        assert_eq!((k.rows, k.per_row), (200_000, 5_000));
+        let Ok(Cmd::CrlLoad(k)) = parse(&["crl-load"]) else {
+            panic!("crl-load")
+        };
+        assert_eq!(k.entries, 1_000_000);
+        assert_eq!(k.dir, std::env::temp_dir().join("gatehouse-bench-crl"));
+    }
+
+    #[test]
+    fn bench_sh_suite_command_line_parses() {
+        let Ok(Cmd::Suite(s)) = parse(&[
+            "suite",
+            "--gatehouse",
+            "/t/release/gatehouse",
+            "--json",
+            "/t/bench/results.json",
+            "--pin-broker",
+            "0",
+            "--pin-client",
+            "1",
+            "--quick",
+            "--rounds",
+            "5",
+        ]) else {
+            panic!("suite")
+        };
+        assert!(s.quick);
+        assert_eq!(s.rounds, Some(5));
+        assert_eq!(s.gateways, None);
+        assert_eq!(s.harness.gatehouse, PathBuf::from("/t/release/gatehouse"));
+        assert_eq!(s.harness.json, Some(PathBuf::from("/t/bench/results.json")));
+        assert_eq!(
+            (s.harness.pin_broker, s.harness.pin_client),
+            (Some(0), Some(1))
+        );
+        let Ok(Cmd::Suite(s)) = parse(&["suite"]) else {
+            panic!("suite")
+        };
+        assert!(!s.quick);
+        assert_eq!(s.rounds, None);
+    }
+
+    #[test]
+    fn readme_examples_parse() {
+        for line in [
+            "publish --target embedded --qos 1 --gateways 8 --duration 10",
+            "publish --target embedded --rate 20000",
+            "publish --target mosquitto-plugin --qos 0",
+            "connect --target mosquitto-acl --gateways 2000 --concurrency 16 --count 20000",
+            "idle --target embedded --gateways 10000",
+            "idle --target embedded --gateways 10000 --concurrency 16 --pin-broker 0 --pin-client 1",
+            "ingest --target mosquitto-plugin --messages 500000",
+            "revoke --target embedded --count 5",
+            "pki --gateways 1000 --pki-dir /tmp/fleet",
+            "publish --addr 127.0.0.1:8883 --ca server-ca.crt --cert-dir /tmp/fleet/gateways --broker-pid 1234",
+            "crl-load --entries 1000000",
+            "plugin-cost",
+            "ingest-sink",
+            "bare-server --port 1 --ca a --cert b --key c",
+            "make-crl --entries 5 --dir /tmp/x",
+        ] {
+            let args: Vec<&str> = line.split(' ').collect();
+            if let Err(e) = parse(&args) {
+                panic!("{line}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn values_keep_their_formats() {
+        let Ok(Cmd::Publish(p)) = parse(&[
+            "publish",
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0",
+            "--gateways",
+            "0",
+            "--qos",
+            "1",
+        ]) else {
+            panic!("publish")
+        };
+        assert_eq!(p.window.duration, Duration::from_millis(500));
+        assert_eq!(p.window.warmup, Duration::ZERO);
+        assert_eq!(p.gateways, 1, "0 gateways counts as 1");
+        assert!(p.qos.qos1);
+        let Ok(Cmd::Connect(c)) = parse(&[
+            "connect",
+            "--addr",
+            "127.0.0.1:8883",
+            "--ca",
+            "a",
+            "--cert-dir",
+            "b",
+        ]) else {
+            panic!("connect")
+        };
+        assert_eq!(
+            c.broker.addr,
+            Some(SocketAddr::from(([127, 0, 0, 1], 8883)))
+        );
+        let Ok(Cmd::Revoke(r)) = parse(&["revoke", "--target", "mosquitto-acl"]) else {
+            panic!("revoke")
+        };
+        assert_eq!(r.broker.target.map(Kind::from), Some(Kind::MosquittoAcl));
+    }
+
+    #[test]
+    fn bad_input_names_the_flag() {
+        assert!(error(&["connect", "--duration", "ten"]).contains("--duration"));
+        assert!(error(&["connect", "--duration", "-1"]).contains("--duration"));
+        assert!(error(&["publish", "--qos", "2"]).contains("--qos"));
+        assert!(error(&["connect", "--gateways", "many"]).contains("--gateways"));
+        assert!(error(&["connect", "--target", "nginx"]).contains("--target"));
+        assert!(error(&["connect", "--addr", "127.0.0.1:1"]).contains("--ca"));
+        let both = error(&[
+            "connect",
+            "--target",
+            "embedded",
+            "--addr",
+            "127.0.0.1:1",
+            "--ca",
+            "a",
+            "--cert-dir",
+            "b",
+        ]);
+        assert!(
+            both.contains("--target") && both.contains("--addr"),
+            "{both}"
+        );
+        assert!(error(&["suite", "--target", "embedded"]).contains("--target"));
+        assert!(error(&["connect", "--nope"]).contains("--nope"));
+        assert!(parse(&[]).is_err(), "a command is required");
+    }
 }

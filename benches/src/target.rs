@@ -23,21 +23,6 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
-    pub(crate) fn parse(s: &str) -> Result<Kind, String> {
-        Ok(match s {
-            "embedded" => Kind::Embedded,
-            "mosquitto-plugin" => Kind::MosquittoPlugin,
-            "mosquitto-acl" => Kind::MosquittoAcl,
-            "rustls" => Kind::Bare,
-            other => {
-                return Err(format!(
-                    "--target {other:?}: expected embedded, mosquitto-plugin, mosquitto-acl or rustls \
-                     (or --addr HOST:PORT --ca FILE --cert-dir DIR for another broker)"
-                ));
-            }
-        })
-    }
-
     pub(crate) fn name(self) -> &'static str {
         match self {
             Kind::Embedded => "embedded",
