@@ -4,7 +4,7 @@
 //! SIGKILL and started again on the same config, ports and data directory.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -25,13 +25,7 @@ pub struct BrokerProcess {
     _dir: tempfile::TempDir,
 }
 
-/// A port nobody listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
-}
+pub use crate::ports::free_port;
 
 impl BrokerProcess {
     /// Starts `exe serve --config <generated>` with the PKI's CA, server

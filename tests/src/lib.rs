@@ -25,6 +25,7 @@ pub mod conn;
 pub mod mosquitto;
 pub mod mqtt;
 pub mod pki;
+pub mod ports;
 pub mod postgres;
 pub mod provisioning;
 pub mod raw;

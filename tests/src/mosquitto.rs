@@ -114,12 +114,7 @@ pub struct Mosquitto {
     ca_path: PathBuf,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
+use crate::ports::free_port;
 
 /// Writes the config files for `pki` into its directory.
 fn write_files(pki: &Pki, port: u16, opts: &Options) -> (PathBuf, PathBuf) {

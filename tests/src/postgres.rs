@@ -7,7 +7,6 @@
 //!
 //! Needs the Debian `postgresql` package (scripts/test.sh installs it).
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -312,9 +311,4 @@ fn signal(pid: u32, sig: &str) {
         .status();
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port on 127.0.0.1")
-}
+use crate::ports::free_port;

@@ -240,11 +240,7 @@ fn http_get(addr: &str, path: &str) -> String {
 async fn metrics_listener_counts_admissions_and_denials() {
     let pki = Pki::generate();
     let fx = Fixtures::new(&pki);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = gatehouse_tests::ports::free_port();
     let addr = format!("127.0.0.1:{port}");
     let mosq = Mosquitto::start(
         &pki,
@@ -296,11 +292,7 @@ async fn an_older_crl_written_over_a_newer_one_does_not_unrevoke() {
     const OK: &str = "gatehouse_crl_reloads_total{result=\"ok\"}";
     const ROLLBACK: &str = "gatehouse_crl_reloads_total{result=\"rollback\"}";
     let mut pki = Pki::generate();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = gatehouse_tests::ports::free_port();
     let addr = format!("127.0.0.1:{port}");
     let mosq = Mosquitto::start(
         &pki,
@@ -401,11 +393,7 @@ async fn sighup_reloads_the_rules_and_a_bad_file_keeps_the_old_ones() {
 #[test]
 fn shutdown_runs_cleanup_and_exits_cleanly() {
     let pki = Pki::generate();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = gatehouse_tests::ports::free_port();
     let addr = format!("127.0.0.1:{port}");
     let mut mosq = Mosquitto::start(
         &pki,
@@ -515,11 +503,7 @@ async fn telemetry_through_mosquitto_lands_in_postgres_and_is_flushed_at_shutdow
 #[test]
 fn ingest_can_be_turned_off_and_is_on_by_default() {
     let free = || {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = gatehouse_tests::ports::free_port();
         format!("127.0.0.1:{port}")
     };
     // Off: no ingest metrics, nothing written next to gatehouse.toml.
