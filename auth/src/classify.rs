@@ -297,7 +297,6 @@ mod tests {
     use time::Duration;
 
     use super::*;
-    use crate::ca::LeafSpec;
     use crate::testutil::*;
 
     const BOOT: &str = "bootstrap";
@@ -331,7 +330,7 @@ mod tests {
         let ca = ca("Fleet CA");
         let c = ou_classifier();
 
-        let boot = ca.issue_bootstrap("factory-batch-7", BOOT, 30).unwrap();
+        let boot = ca.client("factory-batch-7", Some(BOOT), 30);
         let id = c.identify(&boot.cert_der).unwrap();
         assert_eq!(id.kind, Kind::Bootstrap);
         assert_eq!(id.cn, "factory-batch-7");
@@ -346,9 +345,7 @@ mod tests {
         assert!(id.subject.contains("OU=bootstrap"), "{}", id.subject);
         id.check_validity(now()).unwrap();
 
-        let mut spec = LeafSpec::client("GW-0001-ABCD", 30);
-        spec.organizational_unit = Some(OPER.into());
-        let op = ca.issue(&spec).unwrap();
+        let op = ca.client("GW-0001-ABCD", Some(OPER), 30);
         let id = c.identify(&op.cert_der).unwrap();
         assert_eq!(id.kind, Kind::Operational);
         assert_eq!(id.gateway_code(), Some("GW-0001-ABCD"));
@@ -360,13 +357,13 @@ mod tests {
         let ca = ca("Fleet CA");
         let c = ou_classifier();
 
-        let wrong = ca.issue_bootstrap("x", "factory", 30).unwrap();
+        let wrong = ca.client("x", Some("factory"), 30);
         match c.identify(&wrong.cert_der) {
             Err(IdentityError::UnknownKind { ou }) => assert_eq!(ou, vec!["factory".to_string()]),
             other => panic!("expected UnknownKind, got {other:?}"),
         }
 
-        let missing = ca.issue(&LeafSpec::client("GW-1", 30)).unwrap();
+        let missing = ca.client("GW-1", None, 30);
         match c.identify(&missing.cert_der) {
             Err(IdentityError::UnknownKind { ou }) => assert!(ou.is_empty()),
             other => panic!("expected UnknownKind, got {other:?}"),
@@ -427,25 +424,31 @@ mod tests {
     fn validity_of_expired_and_future_certificates() {
         let ca = ca("Fleet CA");
         let c = ou_classifier();
-        let mut spec = LeafSpec::client("GW-OLD", 1);
-        spec.organizational_unit = Some(OPER.into());
-        spec.not_before = now() - Duration::days(30);
-        spec.not_after = now() - Duration::days(1);
-        let old = c.identify(&ca.issue(&spec).unwrap().cert_der).unwrap();
+        let old = ca.leaf(
+            "GW-OLD",
+            Some(OPER),
+            now() - Duration::days(30),
+            now() - Duration::days(1),
+        );
+        let old = c.identify(&old.cert_der).unwrap();
         assert!(matches!(
             old.check_validity(now()),
             Err(IdentityError::Expired { .. })
         ));
-        spec.not_before = now() + Duration::days(1);
-        spec.not_after = now() + Duration::days(30);
-        let future = c.identify(&ca.issue(&spec).unwrap().cert_der).unwrap();
+        let future = ca.leaf(
+            "GW-OLD",
+            Some(OPER),
+            now() + Duration::days(1),
+            now() + Duration::days(30),
+        );
+        let future = c.identify(&future.cert_der).unwrap();
         assert!(matches!(
             future.check_validity(now()),
             Err(IdentityError::NotYetValid { .. })
         ));
     }
 
-    fn issuer_classifier(dir: &Path, boot: &crate::Ca, oper: &crate::Ca) -> Classifier {
+    fn issuer_classifier(dir: &Path, boot: &TestCa, oper: &TestCa) -> Classifier {
         let b = dir.join("bootstrap-ca.pem");
         let o = dir.join("operational-ca.pem");
         std::fs::write(&b, boot.cert_pem()).unwrap();
@@ -465,16 +468,16 @@ mod tests {
         let c = issuer_classifier(dir.path(), &boot_ca, &oper_ca);
 
         // The OU is irrelevant in issuer mode.
-        let b = boot_ca.issue_bootstrap("batch", "whatever", 30).unwrap();
+        let b = boot_ca.client("batch", Some("whatever"), 30);
         assert_eq!(c.identify(&b.cert_der).unwrap().kind, Kind::Bootstrap);
-        let o = oper_ca.issue(&LeafSpec::client("GW-2", 30)).unwrap();
+        let o = oper_ca.client("GW-2", None, 30);
         let id = c.identify(&o.cert_der).unwrap();
         assert_eq!(id.kind, Kind::Operational);
         assert_eq!(id.cn, "GW-2");
 
         // A third CA: unknown.
         let third = ca("Somebody Else CA");
-        let x = third.issue(&LeafSpec::client("GW-3", 30)).unwrap();
+        let x = third.client("GW-3", None, 30);
         assert!(matches!(
             c.identify(&x.cert_der),
             Err(IdentityError::UnknownKind { .. })
@@ -483,7 +486,7 @@ mod tests {
         // Same issuer name as the device CA but another key: the signature
         // check rejects it.
         let impostor = ca("Device CA");
-        let y = impostor.issue(&LeafSpec::client("GW-4", 30)).unwrap();
+        let y = impostor.client("GW-4", None, 30);
         let parsed = X509Certificate::from_der(&y.cert_der).unwrap().1;
         let oper_parsed = X509Certificate::from_der(oper_ca.cert_der()).unwrap().1;
         assert_eq!(
@@ -533,8 +536,8 @@ mod tests {
     #[test]
     fn fingerprint_mode() {
         let ca = ca("Fleet CA");
-        let listed = ca.issue_bootstrap("batch", "any", 30).unwrap();
-        let other = ca.issue(&LeafSpec::client("GW-5", 30)).unwrap();
+        let listed = ca.client("batch", Some("any"), 30);
+        let other = ca.client("GW-5", None, 30);
         let c = Classifier::from_classification(&Classification::Fingerprint {
             bootstrap_fingerprints: vec![[7u8; 32], listed.fingerprint.0],
         })

@@ -757,10 +757,9 @@ mod tests {
     use time::Duration;
 
     use super::*;
-    use crate::ca::{CrlSpec, LeafSpec};
     use crate::testutil::*;
 
-    fn verifier(cas: &[&crate::Ca]) -> CrlVerifier {
+    fn verifier(cas: &[&TestCa]) -> CrlVerifier {
         let bundle: String = cas.iter().map(|c| c.cert_pem()).collect();
         CrlVerifier::from_ca_pem(&bundle).unwrap()
     }
@@ -775,10 +774,7 @@ mod tests {
         ];
         let spec = crl_spec(42, &serials);
         let v = verifier(&[&ca]);
-        for bytes in [
-            ca.crl(&spec).unwrap().into_bytes(),
-            ca.crl_der(&spec).unwrap(),
-        ] {
+        for bytes in [ca.crl(&spec).into_bytes(), ca.crl_der(&spec)] {
             let set = RevocationSet::from_crl_bytes(&bytes, &v).unwrap();
             assert_eq!(set.len(), 3);
             for s in &serials {
@@ -810,11 +806,8 @@ mod tests {
         let s = synthetic_serial(1);
         assert_eq!(s.as_bytes()[0], 0x80);
         let ca = ca("Fleet CA");
-        let set = RevocationSet::from_crl_bytes(
-            &ca.crl_der(&crl_spec(1, &[s])).unwrap(),
-            &verifier(&[&ca]),
-        )
-        .unwrap();
+        let set = RevocationSet::from_crl_bytes(&ca.crl_der(&crl_spec(1, &[s])), &verifier(&[&ca]))
+            .unwrap();
         assert!(set.contains(&Serial::from_bytes(&[&[0u8][..], s.as_bytes()].concat()).unwrap()));
     }
 
@@ -826,7 +819,7 @@ mod tests {
         spec_a.next_update = now() + Duration::days(7);
         let mut spec_b = crl_spec(3, &[synthetic_serial(11), synthetic_serial(20)]);
         spec_b.next_update = now() + Duration::days(2);
-        let text = format!("{}\n{}", a.crl(&spec_a).unwrap(), b.crl(&spec_b).unwrap());
+        let text = format!("{}\n{}", a.crl(&spec_a), b.crl(&spec_b));
         let set = RevocationSet::from_crl_bytes(text.as_bytes(), &verifier(&[&a, &b])).unwrap();
         assert_eq!(set.len(), 3);
         for i in [10, 11, 20] {
@@ -850,10 +843,10 @@ mod tests {
         let a = ca("Device CA");
         let b = ca("Bootstrap CA");
         let v = verifier(&[&a, &b]);
-        let load = |parts: &[(&crate::Ca, u64)]| {
+        let load = |parts: &[(&TestCa, u64)]| {
             let text: String = parts
                 .iter()
-                .map(|(ca, n)| ca.crl(&crl_spec(*n, &[])).unwrap())
+                .map(|(ca, n)| ca.crl(&crl_spec(*n, &[])))
                 .collect();
             RevocationSet::from_crl_bytes(text.as_bytes(), &v).unwrap()
         };
@@ -914,14 +907,14 @@ mod tests {
     fn crl_of_another_ca_is_refused() {
         let fleet = ca("Fleet CA");
         let other = ca("Other CA");
-        let crl = other.crl(&crl_spec(1, &[synthetic_serial(1)])).unwrap();
+        let crl = other.crl(&crl_spec(1, &[synthetic_serial(1)]));
         match RevocationSet::from_crl_bytes(crl.as_bytes(), &verifier(&[&fleet])) {
             Err(CrlError::UnknownIssuer { issuer }) => assert!(issuer.contains("Other CA")),
             other => panic!("expected UnknownIssuer, got {other:?}"),
         }
         // Same name, different key.
         let impostor = ca("Fleet CA");
-        let crl = impostor.crl(&crl_spec(1, &[synthetic_serial(1)])).unwrap();
+        let crl = impostor.crl(&crl_spec(1, &[synthetic_serial(1)]));
         assert!(matches!(
             RevocationSet::from_crl_bytes(crl.as_bytes(), &verifier(&[&fleet])),
             Err(CrlError::BadSignature)
@@ -932,7 +925,7 @@ mod tests {
     fn tampered_crl_fails_signature() {
         let ca = ca("Fleet CA");
         let s = synthetic_serial(0x1234);
-        let mut der = ca.crl_der(&crl_spec(1, &[s])).unwrap();
+        let mut der = ca.crl_der(&crl_spec(1, &[s]));
         let pos = der
             .windows(s.as_bytes().len())
             .position(|w| w == s.as_bytes())
@@ -948,7 +941,7 @@ mod tests {
     fn garbage_and_truncation_are_malformed() {
         let ca = ca("Fleet CA");
         let v = verifier(&[&ca]);
-        let der = ca.crl_der(&crl_spec(1, &[synthetic_serial(1)])).unwrap();
+        let der = ca.crl_der(&crl_spec(1, &[synthetic_serial(1)]));
         let wrong_label = pem::encode(&pem::Pem::new("CERTIFICATE", der.clone()));
         let bad_base64 = "-----BEGIN X509 CRL-----\n!!!!\n-----END X509 CRL-----\n";
         let mut trailing = der.clone();
@@ -976,7 +969,7 @@ mod tests {
     #[test]
     fn empty_crl_has_no_revoked_certificates_field() {
         let ca = ca("Fleet CA");
-        let der = ca.crl_der(&crl_spec(5, &[])).unwrap();
+        let der = ca.crl_der(&crl_spec(5, &[]));
         // rcgen omits the field when empty (RFC 5280 5.1.2.6): check the
         // structure, then that it loads.
         let mut r = Reader::new(&der);
@@ -1006,13 +999,12 @@ mod tests {
     #[test]
     fn stale_crl_loads_and_is_flagged() {
         let ca = ca("Fleet CA");
-        let spec = CrlSpec {
+        let spec = TestCrl {
             this_update: now() - Duration::days(2),
             next_update: now() - Duration::days(1),
             ..crl_spec(9, &[synthetic_serial(1)])
         };
-        let set =
-            RevocationSet::from_crl_bytes(&ca.crl_der(&spec).unwrap(), &verifier(&[&ca])).unwrap();
+        let set = RevocationSet::from_crl_bytes(&ca.crl_der(&spec), &verifier(&[&ca])).unwrap();
         assert!(set.contains(&synthetic_serial(1)));
         assert!(set.is_stale(now()));
         assert!(!set.is_stale(now() - Duration::days(3)));
@@ -1024,11 +1016,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ca = ca("Fleet CA");
         let crl_path = dir.path().join("fleet.crl");
-        std::fs::write(
-            &crl_path,
-            ca.crl(&crl_spec(1, &[synthetic_serial(1)])).unwrap(),
-        )
-        .unwrap();
+        std::fs::write(&crl_path, ca.crl(&crl_spec(1, &[synthetic_serial(1)]))).unwrap();
         let ca_path = dir.path().join("ca.pem");
         std::fs::write(&ca_path, ca.cert_pem()).unwrap();
         let v = CrlVerifier::from_ca_file(&ca_path).unwrap();
@@ -1048,7 +1036,7 @@ mod tests {
             Err(CrlError::BadCaCertificate { .. })
         ));
         // A leaf certificate is accepted as a (useless) trust anchor only if it parses.
-        let leaf = ca.issue(&LeafSpec::client("x", 1)).unwrap();
+        let leaf = ca.client("x", None, 1);
         assert!(CrlVerifier::from_ca_pem(&leaf.cert_pem).is_ok());
     }
 }

@@ -84,6 +84,19 @@ impl Serial {
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len as usize]
     }
+
+    /// A random positive 128-bit serial from the system RNG. The top bit is
+    /// cleared (positive DER INTEGER) and the next one set, so every serial
+    /// is exactly 16 octets (126 random bits).
+    pub fn random_128() -> Serial {
+        use ring::rand::SecureRandom;
+        let mut b = [0u8; 16];
+        ring::rand::SystemRandom::new()
+            .fill(&mut b)
+            .expect("the operating system's random number generator failed");
+        b[0] = (b[0] & 0x7f) | 0x40;
+        Serial::from_bytes(&b).expect("16 octets")
+    }
 }
 
 impl Hash for Serial {
@@ -275,6 +288,16 @@ impl FromStr for Fingerprint {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn random_128_is_sixteen_positive_octets_and_differs() {
+        let (a, b) = (Serial::random_128(), Serial::random_128());
+        for s in [a, b] {
+            assert_eq!(s.as_bytes().len(), 16);
+            assert_eq!(s.as_bytes()[0] & 0xc0, 0x40);
+        }
+        assert_ne!(a, b);
+    }
 
     #[test]
     fn serial_strips_leading_zeros_and_formats_upper_hex() {

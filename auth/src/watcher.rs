@@ -510,7 +510,6 @@ mod tests {
     use tokio::sync::broadcast::error::TryRecvError;
 
     use super::*;
-    use crate::ca::{Ca, CrlSpec};
     use crate::testutil::*;
 
     const FAST: WatchOptions = WatchOptions {
@@ -521,7 +520,7 @@ mod tests {
     struct Fixture {
         _dir: tempfile::TempDir,
         path: PathBuf,
-        ca: Ca,
+        ca: TestCa,
         verifier: CrlVerifier,
     }
 
@@ -529,7 +528,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("fleet.crl");
         let ca = ca("Fleet CA");
-        std::fs::write(&path, ca.crl(&crl_spec(1, initial)).unwrap()).unwrap();
+        std::fs::write(&path, ca.crl(&crl_spec(1, initial))).unwrap();
         let verifier = CrlVerifier::from_ca_pem(ca.cert_pem()).unwrap();
         Fixture {
             _dir: dir,
@@ -573,7 +572,7 @@ mod tests {
         );
         assert_eq!(handle.check(&b), Ok(()));
 
-        std::fs::write(&fx.path, fx.ca.crl(&crl_spec(2, &[a, b])).unwrap()).unwrap();
+        std::fs::write(&fx.path, fx.ca.crl(&crl_spec(2, &[a, b]))).unwrap();
         let update = next_update(&mut rx);
         assert_eq!(&*update.newly_revoked, &[b]);
         assert!(update.set.contains(&b));
@@ -604,7 +603,7 @@ mod tests {
 
         // Same size as before (two entries): only the inode tells.
         let tmp = fx.path.with_extension("tmp");
-        std::fs::write(&tmp, fx.ca.crl(&crl_spec(2, &[a, c])).unwrap()).unwrap();
+        std::fs::write(&tmp, fx.ca.crl(&crl_spec(2, &[a, c]))).unwrap();
         std::fs::rename(&tmp, &fx.path).unwrap();
         let update = next_update(&mut rx);
         assert_eq!(&*update.newly_revoked, &[c]);
@@ -647,13 +646,13 @@ mod tests {
 
         // A CRL from another CA is "broken" too.
         let other = ca("Other CA");
-        std::fs::write(&fx.path, other.crl(&crl_spec(5, &[])).unwrap()).unwrap();
+        std::fs::write(&fx.path, other.crl(&crl_spec(5, &[]))).unwrap();
         within_a_second(|| (handle.status().reloads_failed >= 2).then_some(()));
         assert!(handle.current().contains(&a));
 
         // Recovery.
         let b = synthetic_serial(2);
-        std::fs::write(&fx.path, fx.ca.crl(&crl_spec(3, &[a, b])).unwrap()).unwrap();
+        std::fs::write(&fx.path, fx.ca.crl(&crl_spec(3, &[a, b]))).unwrap();
         let update = next_update(&mut rx);
         assert_eq!(&*update.newly_revoked, &[b]);
         let status = handle.status();
@@ -663,13 +662,13 @@ mod tests {
 
     #[test]
     fn stale_crl_fails_closed_only_when_asked() {
-        let spec = CrlSpec {
+        let spec = TestCrl {
             this_update: now() - time::Duration::days(2),
             next_update: now() - time::Duration::days(1),
             ..crl_spec(1, &[synthetic_serial(1)])
         };
         let fx = fixture(&[]);
-        std::fs::write(&fx.path, fx.ca.crl(&spec).unwrap()).unwrap();
+        std::fs::write(&fx.path, fx.ca.crl(&spec)).unwrap();
         let revoked = synthetic_serial(1);
         let good = synthetic_serial(2);
 
@@ -703,7 +702,7 @@ mod tests {
         assert_eq!(open.handle().check(&good), Ok(()));
 
         // A fresh CRL clears staleness.
-        std::fs::write(&fx.path, fx.ca.crl(&crl_spec(2, &[revoked])).unwrap()).unwrap();
+        std::fs::write(&fx.path, fx.ca.crl(&crl_spec(2, &[revoked]))).unwrap();
         within_a_second(|| (!h.status().stale).then_some(()));
         assert_eq!(h.check(&good), Ok(()));
     }
@@ -774,11 +773,11 @@ mod tests {
         let watcher = CrlWatcher::start(fx.path.clone(), fx.verifier.clone(), FAST).unwrap();
         let handle = watcher.handle();
         let mut rx = handle.subscribe();
-        std::fs::write(&fx.path, fx.ca.crl(&crl_spec(2, &[a, b])).unwrap()).unwrap();
+        std::fs::write(&fx.path, fx.ca.crl(&crl_spec(2, &[a, b]))).unwrap();
         next_update(&mut rx);
 
         // CRL number 1, validly signed, replayed over number 2.
-        std::fs::write(&fx.path, fx.ca.crl(&crl_spec(1, &[a])).unwrap()).unwrap();
+        std::fs::write(&fx.path, fx.ca.crl(&crl_spec(1, &[a]))).unwrap();
         let status = rollbacks(&handle, 1);
         assert_eq!(
             handle.check(&b),
@@ -801,9 +800,9 @@ mod tests {
 
         // A newer CRL is taken, even one that un-lists a serial, and
         // numbers compare as numbers (0x0100 > 0xFF).
-        std::fs::write(&fx.path, fx.ca.crl(&crl_spec(255, &[a, b])).unwrap()).unwrap();
+        std::fs::write(&fx.path, fx.ca.crl(&crl_spec(255, &[a, b]))).unwrap();
         next_update(&mut rx);
-        std::fs::write(&fx.path, fx.ca.crl(&crl_spec(256, &[b])).unwrap()).unwrap();
+        std::fs::write(&fx.path, fx.ca.crl(&crl_spec(256, &[b]))).unwrap();
         next_update(&mut rx);
         assert_eq!(handle.check(&a), Ok(()));
         let status = handle.status();
@@ -816,13 +815,13 @@ mod tests {
         let (a, b) = (synthetic_serial(1), synthetic_serial(2));
         let fx = fixture(&[]);
         let first = crl_spec(3, &[a]);
-        std::fs::write(&fx.path, fx.ca.crl(&first).unwrap()).unwrap();
+        std::fs::write(&fx.path, fx.ca.crl(&first)).unwrap();
         let watcher = CrlWatcher::start(fx.path.clone(), fx.verifier.clone(), FAST).unwrap();
         let handle = watcher.handle();
         let mut rx = handle.subscribe();
 
         // Same number, other entries: refused.
-        std::fs::write(&fx.path, fx.ca.crl(&crl_spec(3, &[b])).unwrap()).unwrap();
+        std::fs::write(&fx.path, fx.ca.crl(&crl_spec(3, &[b]))).unwrap();
         let status = rollbacks(&handle, 1);
         assert_eq!(
             handle.check(&a),
@@ -835,12 +834,12 @@ mod tests {
 
         // Same number and entries, signed again with later dates (what a
         // node does after NOTIFY gatehouse_crl): accepted.
-        let resigned = CrlSpec {
+        let resigned = TestCrl {
             this_update: first.this_update + time::Duration::minutes(10),
             next_update: first.next_update + time::Duration::days(1),
             ..first.clone()
         };
-        std::fs::write(&fx.path, fx.ca.crl(&resigned).unwrap()).unwrap();
+        std::fs::write(&fx.path, fx.ca.crl(&resigned)).unwrap();
         let update = next_update(&mut rx);
         assert!(update.newly_revoked.is_empty());
         assert_eq!(
@@ -880,7 +879,7 @@ mod tests {
         assert_eq!(handle.current().crl_number, None);
         std::fs::write(&fx.path, crl_without_number(&fx.ca, &crl_spec(1, &[a]))).unwrap();
         next_update(&mut rx);
-        std::fs::write(&fx.path, fx.ca.crl(&crl_spec(1, &[])).unwrap()).unwrap();
+        std::fs::write(&fx.path, fx.ca.crl(&crl_spec(1, &[]))).unwrap();
         next_update(&mut rx);
         assert_eq!(handle.check(&a), Ok(()));
         assert_eq!(handle.status().reloads_rollback, 0);

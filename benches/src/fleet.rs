@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use gatehouse_auth::{Ca, CaOptions, KeyAlgorithm, KeySource, LeafSpec, Usage};
+use gatehouse_ca::{Ca, CaOptions, KeyAlgorithm, KeySource, LeafSpec, Usage};
 use gatehouse_tests::pki::OPERATIONAL_OU;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};

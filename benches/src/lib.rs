@@ -8,9 +8,8 @@
 #![forbid(unsafe_code)]
 
 use gatehouse_acl::Acl;
-use gatehouse_auth::{
-    Ca, CaOptions, CrlSpec, KeyAlgorithm, RevocationReason, RevokedEntry, Serial,
-};
+use gatehouse_auth::Serial;
+use gatehouse_ca::{Ca, CaOptions, CrlSpec, KeyAlgorithm, RevocationReason, RevokedEntry};
 use gatehouse_config::{AclSettings, Config};
 use time::{Duration, OffsetDateTime};
 

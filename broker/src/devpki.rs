@@ -8,7 +8,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use gatehouse_auth::{Ca, CaOptions, CrlSpec, IssuedCert, LeafSpec};
+use gatehouse_ca::{Ca, CaOptions, CrlSpec, IssuedCert, LeafSpec};
 use gatehouse_config::{Classification, Config};
 use time::{Duration, OffsetDateTime};
 

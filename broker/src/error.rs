@@ -39,7 +39,7 @@ pub enum BrokerError {
     Acl(#[from] gatehouse_acl::RuleError),
 
     #[error("dev PKI generation failed: {0}")]
-    DevPki(#[from] gatehouse_auth::CaError),
+    DevPki(#[from] gatehouse_ca::CaError),
 
     #[error("cannot write {path}: {source}")]
     Write {

@@ -19,7 +19,8 @@
 //! delivery and persistent sessions are rumqttd's router, reached only
 //! through `rumqttd::local` links (never rumqttd's own listeners). Identity
 //! extraction and the CRL live in `gatehouse-auth`, the rules in
-//! `gatehouse-acl`, the config schema in `gatehouse-config`.
+//! `gatehouse-acl`, the config schema in `gatehouse-config`; the dev PKI
+//! is issued with `gatehouse-ca`.
 
 #![forbid(unsafe_code)]
 

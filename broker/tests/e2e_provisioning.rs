@@ -402,7 +402,7 @@ async fn a_revocation_on_another_node_arrives_through_notify() {
     node_b
         .revoke_certificate(
             cert_id,
-            gatehouse_auth::RevocationReason::KeyCompromise,
+            gatehouse_ca::RevocationReason::KeyCompromise,
             Some("node B"),
             "e2e",
         )

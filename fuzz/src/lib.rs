@@ -14,7 +14,8 @@
 use std::path::Path;
 use std::sync::LazyLock;
 
-use gatehouse_auth::{Ca, CaOptions, CrlVerifier, Fingerprint, RevocationSet, validate_csr};
+use gatehouse_auth::{CrlVerifier, Fingerprint, RevocationSet};
+use gatehouse_ca::{Ca, CaOptions, validate_csr};
 use gatehouse_config::Config;
 use gatehouse_provisioning::mac::Mac;
 use rcgen::{KeyPair, SigningKey};
@@ -110,7 +111,7 @@ pub struct RegistrationBody {
 
 /// Mirrors the body checks of `parse` in provisioning/src/http/device.rs,
 /// calling the same functions (serde_json, `Mac::parse`, `Fingerprint`'s
-/// `FromStr`, `gatehouse_auth::validate_csr`); only the private `text_field`
+/// `FromStr`, `gatehouse_ca::validate_csr`); only the private `text_field`
 /// helper is restated. Keep the two in step.
 pub fn registration_body(body: &[u8]) -> Result<RegistrationBody, String> {
     let value: Value =

@@ -1,7 +1,8 @@
 //! Seed inputs, generated in code (EC keys only: RSA key generation is slow,
 //! RSA CSRs are built around a synthetic public key instead).
 
-use gatehouse_auth::{Ca, CaOptions, CrlSpec, RevocationReason, RevokedEntry, Serial};
+use gatehouse_auth::Serial;
+use gatehouse_ca::{Ca, CaOptions, CrlSpec, RevocationReason, RevokedEntry};
 use rcgen::{CertificateParams, DnType, KeyPair, PublicKeyData, SignatureAlgorithm, SigningKey};
 use serde_json::json;
 use time::macros::datetime;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use gatehouse_auth::{Ca, CaOptions, RevocationReason};
+use gatehouse_ca::{Ca, CaOptions, RevocationReason};
 use gatehouse_config::Config;
 use serde::Serialize;
 

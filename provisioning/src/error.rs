@@ -1,6 +1,6 @@
 //! Errors of the provisioning layers: the store and the service on top.
 
-use gatehouse_auth::CaError;
+use gatehouse_ca::CaError;
 
 /// Registry store errors.
 #[derive(Debug, thiserror::Error)]

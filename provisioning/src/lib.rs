@@ -20,8 +20,8 @@
 //!   commands (clap), mounted by the `gatehouse` binary.
 //!
 //! It does not verify MQTT sessions, watch CRL files or kick revoked
-//! clients: brokers do that from the CRL this crate publishes. Certificate
-//! and CRL cryptography is `gatehouse-auth`'s.
+//! clients: brokers do that from the CRL this crate publishes. Signing
+//! certificates and CRLs is `gatehouse-ca`'s, checking them `gatehouse-auth`'s.
 
 #![forbid(unsafe_code)]
 

@@ -7,7 +7,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use gatehouse_auth::{Ca, CrlSpec, Fingerprint, RevocationReason, RevokedEntry, Serial};
+use gatehouse_auth::{Fingerprint, Serial};
+use gatehouse_ca::{Ca, CrlSpec, RevocationReason, RevokedEntry};
 use gatehouse_config::{Classification, Config, ProvisioningSettings};
 use serde::Serialize;
 use time::OffsetDateTime;

@@ -2,9 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use gatehouse_auth::{
+use gatehouse_auth::Serial;
+use gatehouse_ca::{
     Ca, CaOptions, CrlSpec, IssuedCert, KeyAlgorithm, KeySource, LeafSpec, RevocationReason,
-    RevokedEntry, Serial, Usage,
+    RevokedEntry, Usage,
 };
 use time::{Duration, OffsetDateTime};
 

@@ -26,7 +26,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use gatehouse_auth::RevocationReason;
+use gatehouse_ca::RevocationReason;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;

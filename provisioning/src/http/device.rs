@@ -32,7 +32,8 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use gatehouse_auth::{Fingerprint, validate_csr};
+use gatehouse_auth::Fingerprint;
+use gatehouse_ca::validate_csr;
 use serde_json::{Value, json};
 
 use axum::middleware;

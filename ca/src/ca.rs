@@ -18,7 +18,7 @@ use x509_parser::prelude::FromDer;
 use crate::csr::VerifiedCsr;
 use crate::keys::{self, KeyAlgorithm};
 use crate::secret::PrivateKeyPem;
-use crate::serial::{Fingerprint, Serial};
+use gatehouse_auth::{Fingerprint, Serial};
 
 /// How far issued certificates are back-dated, to tolerate device clock skew.
 const BACKDATE: Duration = Duration::minutes(5);
@@ -368,18 +368,6 @@ impl fmt::Debug for Ca {
             .field("not_after", &self.not_after)
             .field("key_pem", &self.key_pem)
             .finish_non_exhaustive()
-    }
-}
-
-impl Serial {
-    /// A random positive 128-bit serial. The top bit is cleared (positive
-    /// DER INTEGER) and the next one set, so every serial is exactly 16
-    /// octets (126 random bits).
-    pub fn random_128() -> Serial {
-        let mut b = [0u8; 16];
-        keys::random_bytes(&mut b);
-        b[0] = (b[0] & 0x7f) | 0x40;
-        Serial::from_bytes(&b).expect("16 octets")
     }
 }
 
@@ -799,7 +787,16 @@ mod tests {
     use super::*;
     use crate::csr::tests::csr_pem;
     use crate::keys::test_support::rsa2048_pkcs8_pem;
-    use crate::testutil::*;
+
+    fn ca(name: &str) -> Ca {
+        Ca::generate(CaOptions {
+            common_name: name.to_owned(),
+            organization: Some("Gatehouse Test".to_owned()),
+            validity_days: 30,
+            ..CaOptions::default()
+        })
+        .unwrap()
+    }
 
     fn parse(der: &[u8]) -> X509Certificate<'_> {
         let (rest, cert) = X509Certificate::from_der(der).unwrap();
@@ -1116,8 +1113,20 @@ mod tests {
     #[test]
     fn crl_generation_carries_reasons_and_number() {
         let ca = ca("Fleet CA");
-        let mut spec = crl_spec(258, &[synthetic_serial(1)]);
-        spec.entries[0].reason = RevocationReason::Superseded;
+        // Top bit set: the DER INTEGER needs a 0x00 sign pad.
+        let serial =
+            Serial::from_bytes(&[0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]).unwrap();
+        let now = OffsetDateTime::now_utc();
+        let spec = CrlSpec {
+            number: 258,
+            this_update: now - Duration::hours(1),
+            next_update: now + Duration::days(7),
+            entries: vec![RevokedEntry {
+                serial,
+                revoked_at: now - Duration::minutes(30),
+                reason: RevocationReason::Superseded,
+            }],
+        };
         let der = ca.crl_der(&spec).unwrap();
         let (_, crl) =
             x509_parser::revocation_list::CertificateRevocationList::from_der(&der).unwrap();
@@ -1127,7 +1136,7 @@ mod tests {
         let entry = crl.iter_revoked_certificates().next().unwrap();
         assert_eq!(
             entry.raw_serial(),
-            &[&[0u8][..], synthetic_serial(1).as_bytes()].concat()[..]
+            &[&[0u8][..], serial.as_bytes()].concat()[..]
         );
         assert_eq!(entry.reason_code().unwrap().1.0, 4);
         let pem_text = ca.crl(&spec).unwrap();

@@ -25,7 +25,7 @@ pub const MAX_RSA_BITS: u32 = 8192;
 /// What a valid CSR contains, for the provisioning API to record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CsrInfo {
-    /// "ECDSA P-256" or "RSA <bits>".
+    /// `"ECDSA P-256"` or `"RSA <bits>"`.
     pub key_algorithm: String,
     /// Key size in bits (256 for P-256, the modulus length for RSA).
     pub bits: u32,

@@ -80,11 +80,6 @@ impl RngCore for SystemRng {
 
 impl CryptoRng for SystemRng {}
 
-/// Fills `buf` from the system RNG.
-pub(crate) fn random_bytes(buf: &mut [u8]) {
-    SystemRng::new().fill_bytes(buf);
-}
-
 /// Generates a key pair; also returns it as PKCS#8 PEM.
 pub(crate) fn generate(alg: KeyAlgorithm) -> Result<(KeyPair, PrivateKeyPem), CaError> {
     let key = match alg {
