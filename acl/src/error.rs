@@ -55,6 +55,11 @@ pub enum RuleError {
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ClientIdError {
     #[error(
+        "client id {client_id:?} is empty or contains '/', '+', '#', '$' or NUL; such an id would \
+         change the meaning of topic rules, so it is refused whatever [identity] allows"
+    )]
+    Unsafe { client_id: String },
+    #[error(
         "client id {client_id:?} must equal the certificate CN {cn:?} (identity.operational_client_id = \"cn\")"
     )]
     NotCn { client_id: String, cn: String },

@@ -108,7 +108,7 @@ fn list_rules(line: &mut String, set: &RuleSet) {
 /// Says so when a placeholder value was unusable, the usual reason a rule
 /// that looks right does not apply.
 fn placeholder_notes(line: &mut String, set: &RuleSet, subject: &Subject<'_>) {
-    let why = "is empty or contains '/', '+', '#' or NUL, so rules using it match nothing";
+    let why = "is empty or contains '/', '+', '#', '$' or NUL, so rules using it match nothing";
     if set.uses.cn && !usable(subject.cn) {
         let _ = write!(line, "; cn {} {why}", Shown(subject.cn));
     }

@@ -29,7 +29,7 @@ mod topic;
 pub use decision::{Acl, Action, Decision, DenyReason, Subject};
 pub use error::{ClientIdError, RuleError, TopicError};
 pub use gatehouse_auth::Kind;
-pub use policy::{ClientIdPolicy, is_mac};
+pub use policy::{ClientIdPolicy, is_mac, topic_safe};
 pub use topic::{
     Limits, topic_matches_filter, validate_filter, validate_filter_bytes, validate_topic,
     validate_topic_bytes,

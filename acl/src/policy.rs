@@ -29,7 +29,13 @@ impl ClientIdPolicy {
     }
 
     /// Checks the CONNECT client id against the certificate's kind and CN.
+    /// Whatever the settings, a client id must be [`topic_safe`].
     pub fn check(&self, kind: Kind, cn: &str, client_id: &str) -> Result<(), ClientIdError> {
+        if !topic_safe(client_id) {
+            return Err(ClientIdError::Unsafe {
+                client_id: client_id.to_string(),
+            });
+        }
         match kind {
             Kind::Operational => match self.operational {
                 OperationalClientId::MustEqualCn if client_id != cn => Err(ClientIdError::NotCn {
@@ -46,6 +52,27 @@ impl ClientIdPolicy {
             },
         }
     }
+}
+
+/// The one charset rule for values that end up inside topics: a client id
+/// (whatever `[identity]` allows) and a `{cn}` / `{client_id}` placeholder
+/// value. Non-empty, and none of `/` (it would add levels), `+` `#` (it would
+/// turn a rule into a wildcard), `$` (a leading one makes a `$SYS`-style
+/// topic) or NUL.
+///
+/// ```
+/// use gatehouse_acl::topic_safe;
+/// assert!(topic_safe("GW0001-EEFF"));
+/// assert!(topic_safe("aa:bb:cc:dd:ee:ff"));
+/// for bad in ["", "a+b", "a#", "a/b", "$SYS", "a\0b"] {
+///     assert!(!topic_safe(bad), "{bad:?}");
+/// }
+/// ```
+pub fn topic_safe(value: &str) -> bool {
+    !value.is_empty()
+        && !value
+            .bytes()
+            .any(|b| matches!(b, b'/' | b'+' | b'#' | b'$' | 0))
 }
 
 /// Whether `s` is a MAC address written `aa:bb:cc:dd:ee:ff`: six groups of
@@ -144,12 +171,40 @@ mod tests {
     }
 
     #[test]
-    fn operational_any_accepts_any_client_id() {
+    fn operational_any_accepts_any_topic_safe_client_id() {
         let p = policy(OperationalClientId::Any, BootstrapClientId::MustBeMac);
         assert_eq!(p.check(Kind::Operational, "GW1-EEFF", "whatever"), Ok(()));
-        assert_eq!(p.check(Kind::Operational, "GW1-EEFF", ""), Ok(()));
+        assert_eq!(p.check(Kind::Operational, "GW1-EEFF", "tool 2:x"), Ok(()));
         // The bootstrap rule is independent.
         assert!(p.check(Kind::Bootstrap, "boot", "whatever").is_err());
+    }
+
+    #[test]
+    fn no_setting_admits_a_client_id_that_is_not_topic_safe() {
+        for (op, boot) in [
+            (OperationalClientId::Any, BootstrapClientId::Any),
+            (
+                OperationalClientId::MustEqualCn,
+                BootstrapClientId::MustBeMac,
+            ),
+        ] {
+            let p = policy(op, boot);
+            for bad in ["", "a+b", "a#", "GW/1", "$GW1", "GW\0"] {
+                for kind in [Kind::Operational, Kind::Bootstrap] {
+                    // Even a CN holding the same characters does not make it safe.
+                    let err = p.check(kind, bad, bad).unwrap_err();
+                    assert_eq!(
+                        err,
+                        ClientIdError::Unsafe {
+                            client_id: bad.into()
+                        },
+                        "{kind:?} {bad:?}"
+                    );
+                    let msg = err.to_string();
+                    assert!(msg.contains("'$'") && msg.contains("empty"), "{msg}");
+                }
+            }
+        }
     }
 
     #[test]
@@ -185,7 +240,6 @@ mod tests {
     fn bootstrap_any_accepts_any_client_id() {
         let p = policy(OperationalClientId::MustEqualCn, BootstrapClientId::Any);
         assert_eq!(p.check(Kind::Bootstrap, "bootstrap", "not-a-mac"), Ok(()));
-        assert_eq!(p.check(Kind::Bootstrap, "bootstrap", ""), Ok(()));
         assert!(p.check(Kind::Operational, "GW1", "GW2").is_err());
     }
 }

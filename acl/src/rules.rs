@@ -40,10 +40,10 @@ impl<'a> Values<'a> {
     }
 }
 
-/// Whether `value` may fill a placeholder: non-empty, one whole level, no
-/// wildcard, no NUL.
+/// Whether `value` may fill a placeholder: the same rule as for client ids
+/// ([`topic_safe`](crate::topic_safe)).
 pub(crate) fn usable(value: &str) -> bool {
-    !value.is_empty() && !value.bytes().any(|b| matches!(b, b'/' | b'+' | b'#' | 0))
+    crate::policy::topic_safe(value)
 }
 
 /// One piece of a templated level.
@@ -331,8 +331,8 @@ mod tests {
     #[test]
     fn usable_refuses_empty_and_wildcards() {
         assert!(usable("GW1-EEFF"));
-        assert!(usable("$x"));
-        for bad in ["", "a/b", "+", "#", "a+", "x#", "a\0"] {
+        // The client-id charset (`topic_safe`): `$` is refused too.
+        for bad in ["", "a/b", "+", "#", "a+", "x#", "a\0", "$x", "GW$1"] {
             assert!(!usable(bad), "{bad:?}");
         }
         let v = Values::new("a/#", "+");

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use gatehouse_acl::{Action, Subject};
-use gatehouse_auth::{Identity, IdentityError};
+use gatehouse_auth::Identity;
+use gatehouse_gate::{ConnectRefusal, Handshake};
 use rumqttd::protocol::{
     ConnAck, ConnAckProperties, Connect, ConnectReturnCode, LastWill, Packet, QoS,
 };
@@ -21,7 +22,6 @@ use tokio_rustls::server::TlsStream;
 use crate::quota::TopicWindow;
 use crate::server::Shared;
 use crate::session::Session;
-use crate::tls::HandshakeResult;
 use crate::validate::{self, Violation};
 use crate::wire::{self, Codec, ConnectPeek, Version};
 
@@ -38,30 +38,22 @@ pub(crate) async fn serve(tcp: TcpStream, peer: std::net::SocketAddr, shared: Ar
             return refused(
                 &shared,
                 peer,
-                HandshakeResult::Timeout,
+                Handshake::Timeout,
                 "no TLS handshake in time",
             );
         }
         Ok(Err(e)) => {
-            let result = HandshakeResult::of_io_error(&e);
+            let result = crate::tls::handshake_of_io_error(&e);
             return refused(&shared, peer, result, &e.to_string());
         }
         Ok(Ok(io)) => io,
     };
     let Some(leaf) = io.get_ref().1.peer_certificates().and_then(|c| c.first()) else {
-        return refused(
-            &shared,
-            peer,
-            HandshakeResult::NoCert,
-            "no client certificate",
-        );
+        return refused(&shared, peer, Handshake::NoCert, "no client certificate");
     };
     let identity = match shared.classifier.identify(leaf.as_ref()) {
         Ok(id) => id,
-        Err(e @ (IdentityError::UnknownKind { .. } | IdentityError::AmbiguousKind { .. })) => {
-            return refused(&shared, peer, HandshakeResult::UnknownKind, &e.to_string());
-        }
-        Err(e) => return refused(&shared, peer, HandshakeResult::BadChain, &e.to_string()),
+        Err(e) => return refused(&shared, peer, Handshake::of_identity(&e), &e.to_string()),
     };
     // Register before checking, so a revocation published in between still
     // reaches this session.
@@ -71,15 +63,11 @@ pub(crate) async fn serve(tcp: TcpStream, peer: std::net::SocketAddr, shared: Ar
         return refused(
             &shared,
             peer,
-            HandshakeResult::Revoked,
+            Handshake::of_revocation(&e),
             &format!("{e} (CN {:?})", identity.cn),
         );
     }
-    shared
-        .metrics
-        .handshakes
-        .with_label_values(&[HandshakeResult::Ok.as_str()])
-        .inc();
+    shared.metrics.gate.handshake(Handshake::Ok);
     shared
         .metrics
         .handshake_seconds
@@ -112,16 +100,12 @@ pub(crate) async fn serve(tcp: TcpStream, peer: std::net::SocketAddr, shared: Ar
     drop(registration);
 }
 
-fn refused(shared: &Shared, peer: std::net::SocketAddr, result: HandshakeResult, why: &str) {
-    shared
-        .metrics
-        .handshakes
-        .with_label_values(&[result.as_str()])
-        .inc();
-    if result == HandshakeResult::Failed {
-        tracing::debug!(%peer, result = result.as_str(), why, "TLS handshake failed");
+fn refused(shared: &Shared, peer: std::net::SocketAddr, result: Handshake, why: &str) {
+    shared.metrics.gate.handshake(result);
+    if result == Handshake::Failed {
+        tracing::debug!(%peer, result = result.label(), why, "TLS handshake failed");
     } else {
-        tracing::warn!(%peer, result = result.as_str(), why, "client refused at handshake");
+        tracing::warn!(%peer, result = result.label(), why, "client refused at handshake");
     }
 }
 
@@ -243,13 +227,9 @@ impl Conn {
         codec: &Codec,
         v5: ConnectReturnCode,
         v4: ConnectReturnCode,
-        reason: &'static str,
+        reason: ConnectRefusal,
     ) {
-        self.shared
-            .metrics
-            .connect_refused
-            .with_label_values(&[reason])
-            .inc();
+        self.shared.metrics.gate.connect_refused(reason);
         let code = if codec.version() == Version::V5 {
             v5
         } else {
@@ -279,19 +259,14 @@ impl Conn {
         let shared = self.shared.clone();
         let v5 = codec.version() == Version::V5;
         let client_id = connect.client_id.clone();
-        let bad_id = client_id.is_empty() || client_id.contains(['+', '#', '/', '$', '\0']);
-        let policy = shared.policy.check(identity.kind, &identity.cn, &client_id);
-        if bad_id || policy.is_err() {
-            let why = match policy {
-                Err(e) => e.to_string(),
-                Ok(()) => format!("client id {client_id:?} is empty or holds one of + # / $"),
-            };
+        if let Err(e) = shared.policy.check(identity.kind, &identity.cn, &client_id) {
+            let why = e.to_string();
             tracing::warn!(peer = %self.peer, cn = ?identity.cn, kind = %identity.kind, client_id = ?client_id, why, "CONNECT refused: client id");
             self.refuse_connect(
                 &codec,
                 ConnectReturnCode::ClientIdentifierNotValid,
                 ConnectReturnCode::ClientIdentifierNotValid,
-                "client_id",
+                ConnectRefusal::ClientId,
             )
             .await;
             return None;
@@ -304,15 +279,15 @@ impl Conn {
             if !decision.is_allowed() {
                 shared
                     .metrics
-                    .acl_denials
-                    .with_label_values(&[identity.kind.as_str(), "publish"])
+                    .gate
+                    .acl_denials(identity.kind, Action::Publish)
                     .inc();
                 tracing::warn!(client_id = ?client_id, "CONNECT refused: will topic: {}", shared.acl.explain_decision(&subject, Action::Publish, &topic, decision));
                 self.refuse_connect(
                     &codec,
                     ConnectReturnCode::NotAuthorized,
                     ConnectReturnCode::NotAuthorized,
-                    "will_acl",
+                    ConnectRefusal::WillAcl,
                 )
                 .await;
                 return None;
@@ -323,7 +298,7 @@ impl Conn {
                         &codec,
                         ConnectReturnCode::QoSNotSupported,
                         ConnectReturnCode::QoSNotSupported,
-                        "will_qos2",
+                        ConnectRefusal::WillQos2,
                     )
                     .await;
                     return None;
@@ -340,7 +315,7 @@ impl Conn {
                 &codec,
                 ConnectReturnCode::BadAuthenticationMethod,
                 ConnectReturnCode::NotAuthorized,
-                "auth_method",
+                ConnectRefusal::AuthMethod,
             )
             .await;
             return None;
@@ -372,7 +347,7 @@ impl Conn {
                     &codec,
                     ConnectReturnCode::ServerBusy,
                     ConnectReturnCode::ServiceUnavailable,
-                    "router",
+                    ConnectRefusal::Router,
                 )
                 .await;
                 return None;
@@ -400,15 +375,9 @@ impl Conn {
         let kind = identity.kind;
         let metrics = &shared.metrics;
         let session = Session {
-            deny_publish: metrics
-                .acl_denials
-                .with_label_values(&[kind.as_str(), "publish"]),
-            deny_subscribe: metrics
-                .acl_denials
-                .with_label_values(&[kind.as_str(), "subscribe"]),
-            deny_receive: metrics
-                .acl_denials
-                .with_label_values(&[kind.as_str(), "receive"]),
+            deny_publish: metrics.gate.acl_denials(kind, Action::Publish),
+            deny_subscribe: metrics.gate.acl_denials(kind, Action::Subscribe),
+            deny_receive: metrics.gate.acl_denials(kind, Action::Receive),
             conn: self,
             codec,
             identity,

@@ -47,5 +47,4 @@ pub use error::BrokerError;
 pub use guard::install_panic_hook;
 pub use presence::{DisconnectReason, LogPresence, PresenceEvent, PresenceSink};
 pub use server::{Listeners, run};
-pub use tls::HandshakeResult;
 pub use wire::Version;

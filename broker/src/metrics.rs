@@ -3,24 +3,18 @@
 
 use std::sync::Arc;
 
-use gatehouse_auth::{Kind, RevocationHandle};
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
-};
+use gatehouse_auth::RevocationHandle;
+use gatehouse_gate::GateMetrics;
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
-use crate::tls::HandshakeResult;
-
-/// Every metric of the broker.
+/// Every metric of the broker: the ones both shapes share ([`GateMetrics`])
+/// and the broker's own.
 #[derive(Debug, Clone)]
 pub struct Metrics {
     pub registry: Registry,
-    pub sessions_active: IntGaugeVec,
-    pub handshakes: IntCounterVec,
+    /// Sessions, handshakes, CONNECT refusals, ACL denials, kicks, CRL.
+    pub gate: GateMetrics,
     pub handshake_seconds: Histogram,
-    pub acl_denials: IntCounterVec,
-    pub connect_refused: IntCounterVec,
-    pub revocation_kicks: IntCounter,
     pub messages_in: IntCounter,
     pub messages_out: IntCounter,
     pub bytes_in: IntCounter,
@@ -35,9 +29,6 @@ pub struct Metrics {
     pub accept_errors: IntCounter,
     pub quota_exceeded: IntCounterVec,
     pub partial_bytes: IntGauge,
-    crl_reloads: IntCounterVec,
-    crl_stale: IntGauge,
-    crl_entries: IntGauge,
 }
 
 fn counter(r: &Registry, name: &str, help: &str) -> Result<IntCounter, prometheus::Error> {
@@ -67,14 +58,7 @@ impl Metrics {
     /// Registers the broker's metrics in `r`, the registry `/metrics`
     /// serves (the provisioning sidecar and ingest register theirs there too).
     pub fn new(r: Registry) -> Result<Metrics, prometheus::Error> {
-        let sessions_active = IntGaugeVec::new(
-            Opts::new(
-                "gatehouse_sessions_active",
-                "Open MQTT sessions by certificate kind",
-            ),
-            &["kind"],
-        )?;
-        r.register(Box::new(sessions_active.clone()))?;
+        let gate = GateMetrics::register(&r)?;
         let handshake_seconds = Histogram::with_opts(
             HistogramOpts::new(
                 "gatehouse_handshake_duration_seconds",
@@ -86,31 +70,8 @@ impl Metrics {
         )?;
         r.register(Box::new(handshake_seconds.clone()))?;
         let m = Metrics {
-            sessions_active,
-            handshakes: counter_vec(
-                &r,
-                "gatehouse_handshakes_total",
-                "TLS handshakes by result",
-                &["result"],
-            )?,
+            gate,
             handshake_seconds,
-            acl_denials: counter_vec(
-                &r,
-                "gatehouse_acl_denials_total",
-                "Requests refused by the topic ACL, by certificate kind and action",
-                &["kind", "action"],
-            )?,
-            connect_refused: counter_vec(
-                &r,
-                "gatehouse_connect_refused_total",
-                "CONNECTs refused after a good handshake, by reason",
-                &["reason"],
-            )?,
-            revocation_kicks: counter(
-                &r,
-                "gatehouse_revocation_kicks_total",
-                "Open sessions disconnected because their certificate was revoked",
-            )?,
             messages_in: counter(
                 &r,
                 "gatehouse_messages_received_total",
@@ -185,33 +146,8 @@ impl Metrics {
                 "gatehouse_partial_packet_bytes",
                 "Bytes held in packets not yet complete, over all sessions (bounded by mqtt.max_partial_bytes)",
             )?,
-            crl_reloads: counter_vec(
-                &r,
-                "gatehouse_crl_reloads_total",
-                "CRL reloads by result (rollback: an older CRL refused)",
-                &["result"],
-            )?,
-            crl_stale: gauge(
-                &r,
-                "gatehouse_crl_stale",
-                "1 when the CRL in force is past its nextUpdate",
-            )?,
-            crl_entries: gauge(
-                &r,
-                "gatehouse_crl_entries",
-                "Revoked serials in the CRL in force",
-            )?,
             registry: r,
         };
-        for result in HandshakeResult::ALL {
-            m.handshakes.with_label_values(&[result.as_str()]);
-        }
-        for kind in [Kind::Operational, Kind::Bootstrap] {
-            m.sessions_active.with_label_values(&[kind.as_str()]);
-            for action in ["publish", "subscribe", "receive"] {
-                m.acl_denials.with_label_values(&[kind.as_str(), action]);
-            }
-        }
         // The validator's labels, and those of the session and admission.
         let others = [
             "packet_timeout",
@@ -232,39 +168,17 @@ impl Metrics {
             m.quota_exceeded.with_label_values(&[quota.as_str()]);
         }
         for result in ["ok", "failed"] {
-            m.crl_reloads.with_label_values(&[result]);
             m.tls_reloads.with_label_values(&[result]);
         }
-        m.crl_reloads.with_label_values(&["rollback"]);
         Ok(m)
     }
 
     /// Copies the CRL watcher's counters in, then renders the text format.
     pub fn render(&self, revocation: Option<&RevocationHandle>) -> String {
         if let Some(handle) = revocation {
-            let s = handle.status();
-            let sync = |c: IntCounter, total: u64| {
-                let have = c.get();
-                if total > have {
-                    c.inc_by(total - have);
-                }
-            };
-            sync(self.crl_reloads.with_label_values(&["ok"]), s.reloads_ok);
-            sync(
-                self.crl_reloads.with_label_values(&["failed"]),
-                s.reloads_failed,
-            );
-            sync(
-                self.crl_reloads.with_label_values(&["rollback"]),
-                s.reloads_rollback,
-            );
-            self.crl_stale.set(i64::from(s.stale));
-            self.crl_entries.set(s.entries as i64);
+            self.gate.crl_status(&handle.status());
         }
-        let mut out = Vec::new();
-        // Encoding into a Vec cannot fail for well-formed metric families.
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
-        String::from_utf8(out).unwrap_or_default()
+        String::from_utf8(gatehouse_gate::render(&self.registry)).unwrap_or_default()
     }
 }
 
@@ -287,7 +201,7 @@ pub(crate) async fn serve(
                     (
                         [(
                             axum::http::header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4",
+                            gatehouse_gate::CONTENT_TYPE,
                         )],
                         metrics.render(revocation.as_ref()),
                     )

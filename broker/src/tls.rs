@@ -1,7 +1,7 @@
 //! The TLS side of the front door: the rustls server configuration (client
 //! certificate required, chained to the fleet CA, TLS 1.2 and 1.3, ring
 //! provider), its live reload when the CA, certificate or key file changes,
-//! and the mapping of handshake failures to metric labels.
+//! and the mapping of handshake failures to the gate's outcomes.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -14,72 +14,28 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{CertificateError, RootCertStore, ServerConfig};
 
+use gatehouse_gate::Handshake;
+
 use crate::error::BrokerError;
 
-/// Outcome of a connection's admission, as the `result` label of
-/// `gatehouse_handshakes_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum HandshakeResult {
-    Ok,
-    /// The client presented no certificate.
-    NoCert,
-    /// The certificate does not chain to the fleet CA (unknown issuer, bad
-    /// signature, wrong key usage, ...).
-    BadChain,
-    /// Outside its validity window (expired or not yet valid).
-    Expired,
-    /// Listed in the CRL (or the CRL expired with `crl_fail_closed`).
-    Revoked,
-    /// Chains to the fleet CA but is neither bootstrap nor operational.
-    UnknownKind,
-    /// No complete handshake within `tls.handshake_timeout`.
-    Timeout,
-    /// Any other TLS failure: not TLS at all, protocol error, aborted.
-    Failed,
-}
-
-impl HandshakeResult {
-    pub const ALL: [HandshakeResult; 8] = [
-        HandshakeResult::Ok,
-        HandshakeResult::NoCert,
-        HandshakeResult::BadChain,
-        HandshakeResult::Expired,
-        HandshakeResult::Revoked,
-        HandshakeResult::UnknownKind,
-        HandshakeResult::Timeout,
-        HandshakeResult::Failed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HandshakeResult::Ok => "ok",
-            HandshakeResult::NoCert => "no_cert",
-            HandshakeResult::BadChain => "bad_chain",
-            HandshakeResult::Expired => "expired",
-            HandshakeResult::Revoked => "revoked",
-            HandshakeResult::UnknownKind => "unknown_kind",
-            HandshakeResult::Timeout => "timeout",
-            HandshakeResult::Failed => "failed",
-        }
-    }
-
-    /// Classifies the error tokio-rustls returned from `accept`.
-    pub(crate) fn of_io_error(e: &std::io::Error) -> HandshakeResult {
-        let Some(err) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
-            return HandshakeResult::Failed;
-        };
-        match err {
-            rustls::Error::NoCertificatesPresented => HandshakeResult::NoCert,
-            rustls::Error::InvalidCertificate(c) => match c {
-                CertificateError::Expired
-                | CertificateError::ExpiredContext { .. }
-                | CertificateError::NotValidYet
-                | CertificateError::NotValidYetContext { .. } => HandshakeResult::Expired,
-                CertificateError::Revoked => HandshakeResult::Revoked,
-                _ => HandshakeResult::BadChain,
-            },
-            _ => HandshakeResult::Failed,
-        }
+/// The handshake outcome an error of tokio-rustls's `accept` stands for.
+pub(crate) fn handshake_of_io_error(e: &std::io::Error) -> Handshake {
+    let Some(err) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
+        return Handshake::Failed;
+    };
+    match err {
+        rustls::Error::NoCertificatesPresented => Handshake::NoCert,
+        rustls::Error::InvalidCertificate(c) => match c {
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                Handshake::Expired
+            }
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                Handshake::NotYetValid
+            }
+            CertificateError::Revoked => Handshake::Revoked,
+            _ => Handshake::BadChain,
+        },
+        _ => Handshake::Failed,
     }
 }
 
@@ -222,35 +178,19 @@ mod tests {
     }
 
     #[test]
-    fn rustls_errors_map_to_result_labels() {
-        use HandshakeResult as H;
+    fn rustls_errors_map_to_the_gates_outcomes() {
+        use Handshake as H;
+        let of = handshake_of_io_error;
         let cert = |c| io(rustls::Error::InvalidCertificate(c));
-        assert_eq!(
-            H::of_io_error(&io(rustls::Error::NoCertificatesPresented)),
-            H::NoCert
-        );
-        assert_eq!(H::of_io_error(&cert(CertificateError::Expired)), H::Expired);
-        assert_eq!(
-            H::of_io_error(&cert(CertificateError::NotValidYet)),
-            H::Expired
-        );
-        assert_eq!(
-            H::of_io_error(&cert(CertificateError::UnknownIssuer)),
-            H::BadChain
-        );
-        assert_eq!(
-            H::of_io_error(&cert(CertificateError::BadSignature)),
-            H::BadChain
-        );
-        assert_eq!(H::of_io_error(&cert(CertificateError::Revoked)), H::Revoked);
-        assert_eq!(
-            H::of_io_error(&io(rustls::Error::HandshakeNotComplete)),
-            H::Failed
-        );
+        assert_eq!(of(&io(rustls::Error::NoCertificatesPresented)), H::NoCert);
+        assert_eq!(of(&cert(CertificateError::Expired)), H::Expired);
+        assert_eq!(of(&cert(CertificateError::NotValidYet)), H::NotYetValid);
+        assert_eq!(of(&cert(CertificateError::UnknownIssuer)), H::BadChain);
+        assert_eq!(of(&cert(CertificateError::BadSignature)), H::BadChain);
+        assert_eq!(of(&cert(CertificateError::Revoked)), H::Revoked);
+        assert_eq!(of(&io(rustls::Error::HandshakeNotComplete)), H::Failed);
         let eof = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
-        assert_eq!(H::of_io_error(&eof), H::Failed);
-        let labels: std::collections::HashSet<_> = H::ALL.iter().map(|h| h.as_str()).collect();
-        assert_eq!(labels.len(), H::ALL.len());
+        assert_eq!(of(&eof), H::Failed);
     }
 
     #[test]

@@ -54,7 +54,7 @@ async fn bad_certificates_are_refused_at_the_handshake() {
         &pki,
         Some(&pki.not_yet_valid),
         &pki.not_yet_valid.client_id,
-        "expired",
+        "not_yet_valid",
     )
     .await;
     refused(

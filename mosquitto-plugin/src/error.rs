@@ -6,6 +6,7 @@ use std::os::raw::c_int;
 use gatehouse_acl::{ClientIdError, RuleError};
 use gatehouse_auth::{CrlError, IdentityError, RevocationError};
 use gatehouse_config::ConfigError;
+use gatehouse_gate::{ConnectRefusal, Handshake};
 
 use crate::ffi::CertError;
 
@@ -48,8 +49,6 @@ pub(crate) enum PluginError {
 /// Why a client is not admitted.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Refusal {
-    #[error("the client has no client id")]
-    NoClientId,
     #[error("no client certificate (the listener needs `require_certificate true` and a `cafile`)")]
     NoCertificate,
     #[error(transparent)]
@@ -65,23 +64,17 @@ pub(crate) enum Refusal {
 }
 
 impl Refusal {
-    /// `result` label of `gatehouse_handshakes_total`.
-    pub(crate) fn label(&self) -> &'static str {
+    /// What the gate calls this refusal: a failed certificate check
+    /// (`Err`, counted in `gatehouse_handshakes_total`), or a CONNECT refused
+    /// after a good certificate (`Ok`, `gatehouse_connect_refused_total`).
+    pub(crate) fn outcome(&self) -> Result<ConnectRefusal, Handshake> {
         match self {
-            Refusal::NoClientId | Refusal::Username(_) => "error",
-            Refusal::NoCertificate => "no_certificate",
-            Refusal::Certificate(_) => "bad_certificate",
-            Refusal::Identity(e) => match e {
-                IdentityError::Expired { .. } => "expired",
-                IdentityError::NotYetValid { .. } => "not_yet_valid",
-                IdentityError::UnknownKind { .. } | IdentityError::AmbiguousKind { .. } => {
-                    "unknown_kind"
-                }
-                _ => "bad_certificate",
-            },
-            Refusal::Revoked(RevocationError::Revoked { .. }) => "revoked",
-            Refusal::Revoked(RevocationError::CrlExpired { .. }) => "crl_expired",
-            Refusal::ClientId(_) => "client_id",
+            Refusal::NoCertificate => Err(Handshake::NoCert),
+            Refusal::Certificate(_) => Err(Handshake::BadChain),
+            Refusal::Identity(e) => Err(Handshake::of_identity(e)),
+            Refusal::Revoked(e) => Err(Handshake::of_revocation(e)),
+            Refusal::ClientId(_) => Ok(ConnectRefusal::ClientId),
+            Refusal::Username(_) => Ok(ConnectRefusal::Internal),
         }
     }
 }

@@ -1,15 +1,8 @@
 //! Prometheus metrics and the optional `/metrics` listener (`[plugin]
 //! metrics`), served by a plain std thread: no async runtime inside
-//! Mosquitto. Names match the embedded broker's where they mean the same.
-//!
-//! | metric | labels |
-//! |---|---|
-//! | `gatehouse_handshakes_total` | `result`: `ok`, `no_certificate`, `bad_certificate`, `unknown_kind`, `expired`, `not_yet_valid`, `revoked`, `crl_expired`, `client_id`, `error` |
-//! | `gatehouse_acl_denials_total` | `kind`, `action` (`publish`, `subscribe`, `receive`) |
-//! | `gatehouse_revocation_kicks_total` | |
-//! | `gatehouse_crl_reloads_total` | `result`: `ok`, `failed`, `rollback` |
-//! | `gatehouse_crl_entries`, `gatehouse_crl_stale` | |
-//! | `gatehouse_active_sessions` | `kind` |
+//! Mosquitto. The metrics are the gate's ([`GateMetrics`]): the same names,
+//! labels and label values as the embedded broker's, by construction.
+//! Ingest registers its own in the same registry.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -19,20 +12,15 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use gatehouse_auth::{CrlStatusSnapshot, Kind};
-use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use gatehouse_gate::GateMetrics;
+use prometheus::Registry;
 
 use crate::error::PluginError;
 
 #[derive(Debug)]
 pub(crate) struct Metrics {
     registry: Registry,
-    pub(crate) handshakes: IntCounterVec,
-    pub(crate) acl_denials: IntCounterVec,
-    pub(crate) kicks: IntCounter,
-    crl_reloads: IntCounterVec,
-    crl_entries: IntGauge,
-    crl_stale: IntGauge,
-    active_sessions: IntGaugeVec,
+    pub(crate) gate: GateMetrics,
 }
 
 impl Metrics {
@@ -43,114 +31,26 @@ impl Metrics {
 
     pub(crate) fn new() -> Metrics {
         let registry = Registry::new();
-        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("unique metric");
-            c
-        };
-        let gauge = |name: &str, help: &str| {
-            let g = IntGauge::new(name, help).expect("valid metric");
-            registry
-                .register(Box::new(g.clone()))
-                .expect("unique metric");
-            g
-        };
-        let handshakes = counter_vec(
-            "gatehouse_handshakes_total",
-            "Client identity checks (at CONNECT, or at the first ACL check with use_identity_as_username), by result",
-            &["result"],
-        );
-        let acl_denials = counter_vec(
-            "gatehouse_acl_denials_total",
-            "Requests refused by the topic rules, by certificate kind and action",
-            &["kind", "action"],
-        );
-        let crl_reloads = counter_vec(
-            "gatehouse_crl_reloads_total",
-            "CRL file reloads, by result (rollback: an older CRL refused)",
-            &["result"],
-        );
-        let kicks = IntCounter::new(
-            "gatehouse_revocation_kicks_total",
-            "Open sessions disconnected because their certificate was revoked",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(kicks.clone()))
-            .expect("unique metric");
-        let active_sessions = IntGaugeVec::new(
-            Opts::new(
-                "gatehouse_active_sessions",
-                "Identified client sessions, by certificate kind",
-            ),
-            &["kind"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(active_sessions.clone()))
-            .expect("unique metric");
-        let m = Metrics {
-            crl_entries: gauge(
-                "gatehouse_crl_entries",
-                "Revoked serials in the CRL in force",
-            ),
-            crl_stale: gauge(
-                "gatehouse_crl_stale",
-                "1 when the CRL in force is past its nextUpdate",
-            ),
-            registry,
-            handshakes,
-            acl_denials,
-            kicks,
-            crl_reloads,
-            active_sessions,
-        };
-        // Make every label combination visible from the start.
-        for kind in [Kind::Operational, Kind::Bootstrap] {
-            m.active_sessions.with_label_values(&[kind.as_str()]).set(0);
-        }
-        for result in ["ok", "failed", "rollback"] {
-            m.crl_reloads.with_label_values(&[result]);
-        }
-        m.handshakes.with_label_values(&["ok"]);
-        m
+        let gate =
+            GateMetrics::register(&registry).expect("a fresh registry takes the gate's metrics");
+        Metrics { registry, gate }
     }
 
     pub(crate) fn session_opened(&self, kind: Kind) {
-        self.active_sessions
-            .with_label_values(&[kind.as_str()])
-            .inc();
+        self.gate.sessions_active(kind).inc();
     }
 
     pub(crate) fn session_closed(&self, kind: Kind) {
-        self.active_sessions
-            .with_label_values(&[kind.as_str()])
-            .dec();
+        self.gate.sessions_active(kind).dec();
     }
 
     /// Brings the CRL metrics up to `status` (counters only move forward).
     pub(crate) fn crl_status(&self, status: &CrlStatusSnapshot) {
-        for (result, total) in [
-            ("ok", status.reloads_ok),
-            ("failed", status.reloads_failed),
-            ("rollback", status.reloads_rollback),
-        ] {
-            let c = self.crl_reloads.with_label_values(&[result]);
-            let seen = c.get();
-            if total > seen {
-                c.inc_by(total - seen);
-            }
-        }
-        self.crl_entries.set(status.entries as i64);
-        self.crl_stale.set(i64::from(status.stale));
+        self.gate.crl_status(status);
     }
 
     fn render(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        let _ = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out);
-        out
+        gatehouse_gate::render(&self.registry)
     }
 }
 
@@ -228,7 +128,7 @@ fn serve(mut stream: TcpStream, metrics: &Metrics) {
     let line = head.split(|b| *b == b'\r').next().unwrap_or_default();
     let ok = line.starts_with(b"GET /metrics ") || line == b"GET /metrics";
     let (status, body, ctype) = if ok {
-        ("200 OK", metrics.render(), "text/plain; version=0.0.4")
+        ("200 OK", metrics.render(), gatehouse_gate::CONTENT_TYPE)
     } else {
         (
             "404 Not Found",

@@ -17,6 +17,7 @@ use gatehouse_auth::{
     RevocationUpdate, Serial, WatchOptions,
 };
 use gatehouse_config::Config;
+use gatehouse_gate::Handshake;
 use time::OffsetDateTime;
 use tokio::sync::broadcast::{Receiver, error::TryRecvError};
 
@@ -213,10 +214,14 @@ impl Plugin {
     }
 
     fn refuse_log(&self, client_id: &str, when: &str, why: &Refusal) {
-        self.metrics
-            .handshakes
-            .with_label_values(&[why.label()])
-            .inc();
+        match why.outcome() {
+            Err(handshake) => self.metrics.gate.handshake(handshake),
+            Ok(refusal) => {
+                // The certificate itself was good, as the broker counts it.
+                self.metrics.gate.handshake(Handshake::Ok);
+                self.metrics.gate.connect_refused(refusal);
+            }
+        }
         ffi::log(
             Level::Notice,
             &format!("gatehouse: refused client {client_id:?} {when}: {why}"),
@@ -227,10 +232,8 @@ impl Plugin {
     /// `use_identity_as_username`. Refusing makes Mosquitto answer CONNACK
     /// "not authorized".
     pub(crate) fn basic_auth(&self, client: Client) -> Rc {
-        let Some(client_id) = client.id() else {
-            self.refuse_log("", "at CONNECT", &Refusal::NoClientId);
-            return ffi::ERR_AUTH;
-        };
+        // No client id is refused by the client-id check like an empty one.
+        let client_id = client.id().unwrap_or_default();
         let mut state = self.state();
         let identity = match self.identify(&state.rules, &client, &client_id) {
             Ok(id) => id,
@@ -245,7 +248,7 @@ impl Plugin {
             self.refuse_log(&client_id, "at CONNECT", &Refusal::Username(rc));
             return ffi::ERR_AUTH;
         }
-        self.metrics.handshakes.with_label_values(&["ok"]).inc();
+        self.metrics.gate.handshake(Handshake::Ok);
         self.insert(&mut state, &client, client_id, identity);
         ffi::SUCCESS
     }
@@ -292,7 +295,7 @@ impl Plugin {
             }
             match self.identify(&state.rules, &client, client_id) {
                 Ok(identity) => {
-                    self.metrics.handshakes.with_label_values(&["ok"]).inc();
+                    self.metrics.gate.handshake(Handshake::Ok);
                     self.insert(&mut state, &client, client_id.to_owned(), identity);
                 }
                 Err(why) => {
@@ -316,10 +319,7 @@ impl Plugin {
         if decision.is_allowed() {
             ffi::SUCCESS
         } else {
-            self.metrics
-                .acl_denials
-                .with_label_values(&[session.kind.as_str(), action.as_str()])
-                .inc();
+            self.metrics.gate.acl_denials(session.kind, action).inc();
             ffi::ERR_ACL_DENIED
         }
     }
@@ -428,7 +428,7 @@ impl Plugin {
             let rc = ffi::kick(&client_id);
             match serial {
                 Some(serial) => {
-                    self.metrics.kicks.inc();
+                    self.metrics.gate.revocation_kicked();
                     ffi::log(
                         Level::Notice,
                         &format!(

@@ -268,18 +268,12 @@ async fn serve_metrics(
         axum::routing::get(move || {
             let registry = registry.clone();
             async move {
-                let mut out = Vec::new();
-                let _ = prometheus::Encoder::encode(
-                    &prometheus::TextEncoder::new(),
-                    &registry.gather(),
-                    &mut out,
-                );
                 (
                     [(
                         axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4",
+                        gatehouse_gate::CONTENT_TYPE,
                     )],
-                    out,
+                    gatehouse_gate::render(&registry),
                 )
             }
         }),

@@ -554,3 +554,57 @@ pub async fn run_all(target: &Target, fx: &Fixtures<'_>) {
         wrong.join("\n  ")
     );
 }
+
+/// gatehouse.toml text for [`CLIENT_ID_CASES`]: any client id is allowed for
+/// an operational certificate, so only the one charset rule decides.
+pub const ANY_CLIENT_ID_TOML: &str = "[identity]\noperational_client_id = \"any\"\n";
+
+/// Client ids the gateway's operational certificate connects with under
+/// [`ANY_CLIENT_ID_TOML`]. Whatever `[identity]` allows, an id that would
+/// change the meaning of a topic rule (empty, `/`, `+`, `#`, `$`, NUL) is
+/// refused — in both shapes (`gatehouse_acl::topic_safe`).
+pub const CLIENT_ID_CASES: &[(&str, Admission)] = &[
+    ("tool-7", Admission::Admit),
+    (GATEWAY_CODE, Admission::Admit),
+    ("a+b", Admission::Refuse),
+    ("a#b", Admission::Refuse),
+    ("GW/1", Admission::Refuse),
+    ("$GW1", Admission::Refuse),
+];
+
+/// Runs [`CLIENT_ID_CASES`] against a target started with
+/// [`ANY_CLIENT_ID_TOML`] (refusing at CONNECT).
+pub async fn run_client_id_cases(target: &Target, pki: &Pki) {
+    assert_eq!(target.refusal, Refusal::AtConnect);
+    let mut wrong = Vec::new();
+    for (id, expect) in CLIENT_ID_CASES {
+        let creds = Credentials {
+            cert: &pki.operational.cert_path,
+            key: &pki.operational.key_path,
+        };
+        let got = match Conn::connect(&target.endpoint, id, Some(creds)).await {
+            Ok(_) => Admission::Admit,
+            Err(_) => Admission::Refuse,
+        };
+        if got != *expect {
+            wrong.push(format!(
+                "client id {id:?}: expected {expect:?}, got {got:?}"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// The series (`name{labels}`, without values) of the metrics both shapes
+/// share ([`gatehouse_gate::SHARED_METRICS`]) on a `/metrics` page.
+pub fn shared_series(page: &str) -> std::collections::BTreeSet<String> {
+    page.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' ').map(|(series, _)| series))
+        .filter(|series| {
+            let name = series.split('{').next().unwrap_or_default();
+            gatehouse_gate::SHARED_METRICS.contains(&name)
+        })
+        .map(str::to_string)
+        .collect()
+}

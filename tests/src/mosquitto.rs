@@ -315,3 +315,19 @@ fn listens_on(pid: u32, port: u16) -> bool {
             })
     })
 }
+
+/// The whole HTTP response (status line, headers, body) to a `GET path` on
+/// a plain HTTP listener such as the plugin's `[plugin] metrics`.
+pub fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)
+        .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send the request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read the response");
+    out
+}

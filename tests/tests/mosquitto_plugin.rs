@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use gatehouse_tests::acl_cases::{self, ACL_TOML, Fixtures, Refusal, Target, Who};
 use gatehouse_tests::conn::Conn;
-use gatehouse_tests::mosquitto::{Mosquitto, Options, render_conf};
+use gatehouse_tests::mosquitto::{Mosquitto, Options, http_get, render_conf};
 use gatehouse_tests::pki::{GATEWAY_CODE, Pki};
 
 fn shared_options(use_identity_as_username: bool) -> Options {
@@ -37,6 +37,28 @@ async fn shared_case_table_recommended_listener() {
     );
     assert!(log.contains("must equal the certificate CN"), "{log}");
     assert!(log.contains("kind not recognised"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_id_charset_cases_recommended_listener() {
+    let pki = Pki::generate();
+    let mosq = Mosquitto::start(
+        &pki,
+        &Options {
+            gatehouse_extra: acl_cases::ANY_CLIENT_ID_TOML.to_string(),
+            ..Options::default()
+        },
+    );
+    let target = Target {
+        endpoint: mosq.endpoint(),
+        refusal: Refusal::AtConnect,
+    };
+    acl_cases::run_client_id_cases(&target, &pki).await;
+    let log = mosq.log();
+    assert!(
+        log.contains("refused client \"a+b\" at CONNECT: client id \"a+b\" is empty or contains"),
+        "{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,19 +245,6 @@ fn readme_shows_the_tested_mosquitto_conf() {
     );
 }
 
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("metrics listener");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_listener_counts_admissions_and_denials() {
     let pki = Pki::generate();
@@ -256,15 +265,20 @@ async fn metrics_listener_counts_admissions_and_denials() {
     assert!(Conn::connect(&mosq.endpoint(), &id, creds).await.is_err());
     let (id, creds) = fx.of(Who::Revoked);
     assert!(Conn::connect(&mosq.endpoint(), &id, creds).await.is_err());
+    // A good certificate with the wrong client id: counted as the broker
+    // counts it, a good handshake and a refused CONNECT.
+    let (id, creds) = fx.of(Who::GatewayWrongClientId);
+    assert!(Conn::connect(&mosq.endpoint(), &id, creds).await.is_err());
 
     let page = http_get(&addr, "/metrics");
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
     for line in [
-        "gatehouse_handshakes_total{result=\"ok\"} 1",
+        "gatehouse_handshakes_total{result=\"ok\"} 2",
         "gatehouse_handshakes_total{result=\"unknown_kind\"} 1",
         "gatehouse_handshakes_total{result=\"revoked\"} 1",
+        "gatehouse_connect_refused_total{reason=\"client_id\"} 1",
         "gatehouse_acl_denials_total{action=\"subscribe\",kind=\"operational\"} 1",
-        "gatehouse_active_sessions{kind=\"operational\"} 1",
+        "gatehouse_sessions_active{kind=\"operational\"} 1",
         "gatehouse_crl_entries 1",
         "gatehouse_revocation_kicks_total 0",
     ] {

@@ -368,6 +368,26 @@ fn placeholder_values_that_could_widen_a_rule_match_nothing() {
 }
 
 #[test]
+fn a_placeholder_value_must_be_a_safe_client_id() {
+    // One charset for client ids and placeholder values: what the client-id
+    // check refuses cannot fill a rule either.
+    let acl = operational(&["telemetry/{client_id}/#"]);
+    for id in ["GW$1", "$GW1"] {
+        let s = Subject::new(Kind::Operational, "GW1", id);
+        let topic = format!("telemetry/{id}/x");
+        assert!(
+            !acl.decide(&s, Action::Publish, &topic).is_allowed(),
+            "{id}"
+        );
+    }
+    let good = Subject::new(Kind::Operational, "GW1", "GW1");
+    assert!(
+        acl.decide(&good, Action::Publish, "telemetry/GW1/x")
+            .is_allowed()
+    );
+}
+
+#[test]
 fn partial_level_placeholders_match_the_whole_level_only() {
     let acl = operational(&["dev-{cn}/x", "{cn}-{client_id}/y", "g/{gateway_code}"]);
     let s = Subject::new(Kind::Operational, "GW1", "c1");
@@ -603,7 +623,7 @@ fn acl_is_send_and_sync() {
 
 /// Rule text with placeholders filled in, or `None` when a used value is unusable.
 fn substitute(rule: &str, subject: &Subject<'_>) -> Option<String> {
-    let ok = |v: &str| !v.is_empty() && !v.contains(['/', '+', '#', '\0']);
+    let ok = |v: &str| !v.is_empty() && !v.contains(['/', '+', '#', '$', '\0']);
     let mut out = rule.to_string();
     for (name, value) in [
         ("{cn}", subject.cn),

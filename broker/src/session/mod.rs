@@ -172,10 +172,9 @@ impl Session {
     }
 
     pub(crate) async fn run(mut self, mut control: mpsc::Receiver<Control>) {
-        let kind = self.identity.kind.as_str();
         let shared = self.conn.shared.clone();
         // Released however the session ends, a panic included.
-        let _active = GaugeGuard::new(shared.metrics.sessions_active.with_label_values(&[kind]));
+        let _active = GaugeGuard::new(shared.metrics.gate.sessions_active(self.identity.kind));
         shared.book.session_start(&self.client_id, self.clean);
         shared.presence.on_connect(&self.presence(None));
         let end = match self.start(&mut control).await {
@@ -382,7 +381,7 @@ impl Session {
         }
         self.router_released = true;
         if end.reason == DisconnectReason::Revoked {
-            shared.metrics.revocation_kicks.inc();
+            shared.metrics.gate.revocation_kicked();
             tracing::warn!(client_id = ?self.client_id, cn = ?self.identity.cn, serial = %self.identity.serial, "certificate revoked: session disconnected");
         }
         self.conn.close().await;

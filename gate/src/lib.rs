@@ -1,0 +1,19 @@
+//! What both shapes — the embedded broker and the Mosquitto plugin — decide
+//! the same way, defined once so they cannot drift:
+//!
+//! * [`Handshake`]: the outcome of checking a client's certificate (chain,
+//!   identity, validity, revocation), the `result` label of
+//!   `gatehouse_handshakes_total`, with one mapping from `auth`'s errors;
+//! * [`ConnectRefusal`]: why a CONNECT with a good certificate was refused,
+//!   the `reason` label of `gatehouse_connect_refused_total`;
+//! * [`GateMetrics`]: every metric both shapes expose, with names, help and
+//!   label values registered in one place (all label values visible from
+//!   the start), and [`render`], the one `/metrics` body encoder.
+//!
+//! No runtime, no I/O, no unsafe: the shapes own sockets and threads.
+
+mod metrics;
+mod outcome;
+
+pub use metrics::{CONTENT_TYPE, GateMetrics, SHARED_METRICS, render};
+pub use outcome::{ConnectRefusal, Handshake};
