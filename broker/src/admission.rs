@@ -51,7 +51,7 @@ pub(crate) async fn serve(tcp: TcpStream, peer: std::net::SocketAddr, shared: Ar
     let Some(leaf) = io.get_ref().1.peer_certificates().and_then(|c| c.first()) else {
         return refused(&shared, peer, Handshake::NoCert, "no client certificate");
     };
-    let identity = match shared.classifier.identify(leaf.as_ref()) {
+    let identity = match shared.policy.load().classifier.identify(leaf.as_ref()) {
         Ok(id) => id,
         Err(e) => return refused(&shared, peer, Handshake::of_identity(&e), &e.to_string()),
     };
@@ -259,7 +259,13 @@ impl Conn {
         let shared = self.shared.clone();
         let v5 = codec.version() == Version::V5;
         let client_id = connect.client_id.clone();
-        if let Err(e) = shared.policy.check(identity.kind, &identity.cn, &client_id) {
+        if let Err(e) =
+            shared
+                .policy
+                .load()
+                .client_id
+                .check(identity.kind, &identity.cn, &client_id)
+        {
             let why = e.to_string();
             tracing::warn!(peer = %self.peer, cn = ?identity.cn, kind = %identity.kind, client_id = ?client_id, why, "CONNECT refused: client id");
             self.refuse_connect(
@@ -275,14 +281,19 @@ impl Conn {
         let mut will = will;
         if let Some(w) = will.as_mut() {
             let topic = String::from_utf8_lossy(&w.topic).into_owned();
-            let decision = shared.acl.decide_bytes(&subject, Action::Publish, &w.topic);
+            let decision =
+                shared
+                    .policy
+                    .load()
+                    .acl
+                    .decide_bytes(&subject, Action::Publish, &w.topic);
             if !decision.is_allowed() {
                 shared
                     .metrics
                     .gate
                     .acl_denials(identity.kind, Action::Publish)
                     .inc();
-                tracing::warn!(client_id = ?client_id, "CONNECT refused: will topic: {}", shared.acl.explain_decision(&subject, Action::Publish, &topic, decision));
+                tracing::warn!(client_id = ?client_id, "CONNECT refused: will topic: {}", shared.policy.load().acl.explain_decision(&subject, Action::Publish, &topic, decision));
                 self.refuse_connect(
                     &codec,
                     ConnectReturnCode::NotAuthorized,

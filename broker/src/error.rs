@@ -36,7 +36,7 @@ pub enum BrokerError {
     Crl(#[from] gatehouse_auth::CrlError),
 
     #[error(transparent)]
-    Acl(#[from] gatehouse_acl::RuleError),
+    Policy(#[from] gatehouse_gate::PolicyError),
 
     #[error("dev PKI generation failed: {0}")]
     DevPki(#[from] gatehouse_ca::CaError),

@@ -35,6 +35,7 @@ pub mod metrics;
 pub mod presence;
 mod quota;
 mod registry;
+mod reload;
 mod router;
 mod server;
 mod session;

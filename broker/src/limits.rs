@@ -52,11 +52,7 @@ pub(crate) fn check_at_start(config: &Config) {
         }
         Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-files limit"),
     }
-    for (key, rule) in config.acl.whole_tree_grants() {
-        tracing::warn!(
-            key = %key,
-            rule,
-            "{key} grants {rule:?}: every client of that kind can reach every other client's topics. Narrow it (e.g. \"telemetry/{{cn}}/#\") unless that is really meant"
-        );
+    for line in gatehouse_gate::whole_tree_warnings(config) {
+        tracing::warn!("{line}");
     }
 }

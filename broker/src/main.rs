@@ -40,7 +40,9 @@ enum Command {
     /// run, creates ./gatehouse-data/ with a dev CA, a broker certificate for
     /// localhost/127.0.0.1 and sample client certificates, then prints
     /// mosquitto_pub / mosquitto_sub commands that work against it.
-    /// SIGINT/SIGTERM disconnect every session and exit 0.
+    /// SIGINT/SIGTERM disconnect every session and exit 0; SIGHUP re-reads
+    /// [identity] and [acl] from the config file (a broken file keeps the
+    /// rules in force).
     ///
     /// The provisioning sidecar runs inside it unless `[provisioning]
     /// enabled = false`: device API https://127.0.0.1:8443, admin API

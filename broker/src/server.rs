@@ -6,11 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gatehouse_acl::{Acl, ClientIdPolicy};
-use gatehouse_auth::{
-    Classifier, CrlVerifier, CrlWatcher, RevocationHandle, RevocationSet, WatchOptions,
-};
+use gatehouse_auth::{CrlVerifier, CrlWatcher, RevocationHandle, RevocationSet, WatchOptions};
 use gatehouse_config::Config;
+use gatehouse_gate::{Policy, PolicyHandle};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, broadcast, mpsc};
 
@@ -29,9 +27,8 @@ use crate::tls::TlsStore;
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) config: Config,
-    pub(crate) acl: Acl,
-    pub(crate) policy: ClientIdPolicy,
-    pub(crate) classifier: Classifier,
+    /// `[identity]` and `[acl]` in force (swapped on SIGHUP).
+    pub(crate) policy: PolicyHandle,
     pub(crate) revocation: RevocationHandle,
     pub(crate) tls: Arc<TlsStore>,
     pub(crate) router: RouterHandle,
@@ -94,6 +91,8 @@ async fn run_until_router_dies(
     shutdown: impl Future<Output = ()>,
     router_dies: Option<tokio::sync::oneshot::Receiver<()>>,
 ) -> Result<(), BrokerError> {
+    // Before anything slow: a SIGHUP from now on reloads instead of killing.
+    let hangup = crate::reload::install();
     crate::limits::check_at_start(&config);
     let metrics = Arc::new(Metrics::new(registry)?);
     let tls = Arc::new(TlsStore::load(
@@ -118,8 +117,7 @@ async fn run_until_router_dies(
             (RevocationHandle::fixed(RevocationSet::empty()), None)
         }
     };
-    let acl = Acl::new(&config.acl)?;
-    let classifier = Classifier::from_settings(&config.identity)?;
+    let policy = PolicyHandle::new(Policy::from_config(&config)?);
     let (ingest, ingest_service) = if config.ingest.enabled {
         let (handle, service) =
             gatehouse_ingest::start(&config.ingest, Some(&metrics.registry)).await?;
@@ -140,9 +138,7 @@ async fn run_until_router_dies(
         ),
         partial: PartialBudget::new(config.mqtt.max_partial_bytes),
         telemetry: Telemetry::new(ingest, &config.ingest, metrics.puback_withheld.clone()),
-        acl,
-        policy: ClientIdPolicy::new(&config.identity),
-        classifier,
+        policy,
         revocation: revocation.clone(),
         tls: tls.clone(),
         router,
@@ -170,6 +166,9 @@ async fn run_until_router_dies(
                 },
             ),
         );
+    }
+    if let Some(hup) = hangup {
+        background.spawn(crate::reload::on_sighup(hup, shared.clone()));
     }
     background.spawn(revocation_kicks(
         revocation.clone(),

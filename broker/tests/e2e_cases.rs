@@ -12,7 +12,7 @@ use gatehouse_tests::acl_cases::{
 };
 use gatehouse_tests::broker::BrokerProcess;
 use gatehouse_tests::conn::Endpoint;
-use gatehouse_tests::mosquitto::{Mosquitto, Options, http_get};
+use gatehouse_tests::mosquitto::{http_get, start_with_metrics};
 use gatehouse_tests::pki::Pki;
 
 fn target(broker: &BrokerProcess, pki: &Pki) -> Target {
@@ -52,21 +52,13 @@ async fn client_id_charset_cases_against_gatehouse_serve() {
 async fn both_shapes_expose_the_same_shared_metrics() {
     let pki = Pki::generate();
     let broker = BrokerProcess::start(exe(), &pki, ACL_TOML);
-    let port = gatehouse_tests::ports::free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let _mosq = Mosquitto::start(
-        &pki,
-        &Options {
-            gatehouse_extra: format!("{ACL_TOML}\n[plugin]\nmetrics = \"{addr}\"\n"),
-            ..Options::default()
-        },
-    );
+    let (_mosq, addr) = start_with_metrics(&pki, ACL_TOML);
     let broker_page = broker.http_get("/metrics").expect("broker /metrics");
     let plugin_page = http_get(&addr, "/metrics");
     let from_broker = shared_series(&broker_page);
     let from_plugin = shared_series(&plugin_page);
-    // Every shared metric with every label value (30 series), in both.
-    assert_eq!(from_broker.len(), 30, "{from_broker:#?}");
+    // Every shared metric with every label value (32 series), in both.
+    assert_eq!(from_broker.len(), 32, "{from_broker:#?}");
     let only_broker: Vec<_> = from_broker.difference(&from_plugin).collect();
     let only_plugin: Vec<_> = from_plugin.difference(&from_broker).collect();
     assert!(

@@ -6,6 +6,9 @@
 //!   `gatehouse_handshakes_total`, with one mapping from `auth`'s errors;
 //! * [`ConnectRefusal`]: why a CONNECT with a good certificate was refused,
 //!   the `reason` label of `gatehouse_connect_refused_total`;
+//! * [`Policy`] / [`PolicyHandle`]: `[identity]` and `[acl]` compiled once
+//!   and swapped as a whole on reload (SIGHUP in both shapes); a broken file
+//!   keeps the rules in force;
 //! * [`GateMetrics`]: every metric both shapes expose, with names, help and
 //!   label values registered in one place (all label values visible from
 //!   the start), and [`render`], the one `/metrics` body encoder.
@@ -14,6 +17,8 @@
 
 mod metrics;
 mod outcome;
+mod policy;
 
 pub use metrics::{CONTENT_TYPE, GateMetrics, SHARED_METRICS, render};
 pub use outcome::{ConnectRefusal, Handshake};
+pub use policy::{Policy, PolicyError, PolicyHandle, whole_tree_warnings};

@@ -13,7 +13,7 @@ use crate::outcome::{ConnectRefusal, Handshake};
 /// Names of every metric [`GateMetrics`] registers: the embedded broker and
 /// the Mosquitto plugin both expose exactly these, with the same labels and
 /// label values (their other metrics are their own).
-pub const SHARED_METRICS: [&str; 8] = [
+pub const SHARED_METRICS: [&str; 9] = [
     "gatehouse_sessions_active",
     "gatehouse_handshakes_total",
     "gatehouse_connect_refused_total",
@@ -22,6 +22,7 @@ pub const SHARED_METRICS: [&str; 8] = [
     "gatehouse_crl_reloads_total",
     "gatehouse_crl_entries",
     "gatehouse_crl_stale",
+    "gatehouse_config_reloads_total",
 ];
 
 /// `Content-Type` of a [`render`]ed body (Prometheus text format 0.0.4).
@@ -30,6 +31,7 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
 const KINDS: [Kind; 2] = [Kind::Operational, Kind::Bootstrap];
 const ACTIONS: [Action; 3] = [Action::Publish, Action::Subscribe, Action::Receive];
 const CRL_RESULTS: [&str; 3] = ["ok", "failed", "rollback"];
+const RELOAD_RESULTS: [&str; 2] = ["ok", "failed"];
 
 /// The shared metrics, registered in a shape's registry.
 #[derive(Debug, Clone)]
@@ -42,6 +44,7 @@ pub struct GateMetrics {
     crl_reloads: IntCounterVec,
     crl_entries: IntGauge,
     crl_stale: IntGauge,
+    config_reloads: IntCounterVec,
 }
 
 impl GateMetrics {
@@ -124,6 +127,16 @@ impl GateMetrics {
                     "1 when the CRL in force is past its nextUpdate",
                 )?,
             )?,
+            config_reloads: reg(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        SHARED_METRICS[8],
+                        "Reloads of [identity] and [acl] on SIGHUP, by result (failed: the rules in force were kept)",
+                    ),
+                    &["result"],
+                )?,
+            )?,
         };
         for kind in KINDS {
             m.sessions_active.with_label_values(&[kind.as_str()]);
@@ -139,6 +152,9 @@ impl GateMetrics {
         }
         for result in CRL_RESULTS {
             m.crl_reloads.with_label_values(&[result]);
+        }
+        for result in RELOAD_RESULTS {
+            m.config_reloads.with_label_values(&[result]);
         }
         Ok(m)
     }
@@ -163,6 +179,14 @@ impl GateMetrics {
     /// The open-sessions gauge of `kind`.
     pub fn sessions_active(&self, kind: Kind) -> IntGauge {
         self.sessions_active.with_label_values(&[kind.as_str()])
+    }
+
+    /// Counts one reload of the rules (`ok`: new rules in force; else the
+    /// old ones were kept).
+    pub fn config_reloaded(&self, ok: bool) {
+        self.config_reloads
+            .with_label_values(&[RELOAD_RESULTS[usize::from(!ok)]])
+            .inc();
     }
 
     /// Counts one session cut because its certificate was revoked.
@@ -236,8 +260,8 @@ mod tests {
         assert!(s.contains("gatehouse_acl_denials_total{action=\"receive\",kind=\"bootstrap\"}"));
         assert!(s.contains("gatehouse_sessions_active{kind=\"operational\"}"));
         assert!(s.contains("gatehouse_crl_reloads_total{result=\"rollback\"}"));
-        // 2 kinds + 10 results + 6 reasons + 6 denials + 1 + 3 + 1 + 1
-        assert_eq!(s.len(), 30, "{text}");
+        // 2 kinds + 10 results + 6 reasons + 6 denials + 1 + 3 + 1 + 1 + 2
+        assert_eq!(s.len(), 32, "{text}");
     }
 
     #[test]
@@ -256,6 +280,7 @@ mod tests {
         m.acl_denials(Kind::Bootstrap, Action::Subscribe).inc();
         m.sessions_active(Kind::Operational).inc();
         m.revocation_kicked();
+        m.config_reloaded(false);
         let text = String::from_utf8(render(&r)).expect("utf-8");
         for line in [
             "gatehouse_handshakes_total{result=\"crl_expired\"} 1",
@@ -265,6 +290,8 @@ mod tests {
             "gatehouse_acl_denials_total{action=\"publish\",kind=\"bootstrap\"} 0",
             "gatehouse_sessions_active{kind=\"operational\"} 1",
             "gatehouse_revocation_kicks_total 1",
+            "gatehouse_config_reloads_total{result=\"failed\"} 1",
+            "gatehouse_config_reloads_total{result=\"ok\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }

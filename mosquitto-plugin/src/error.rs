@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::os::raw::c_int;
 
-use gatehouse_acl::{ClientIdError, RuleError};
+use gatehouse_acl::ClientIdError;
 use gatehouse_auth::{CrlError, IdentityError, RevocationError};
 use gatehouse_config::ConfigError;
 use gatehouse_gate::{ConnectRefusal, Handshake};
@@ -22,10 +22,8 @@ pub(crate) enum PluginError {
     UnknownOption(String),
     #[error("{0}")]
     Config(#[from] ConfigError),
-    #[error("[identity]: {0}")]
-    Identity(#[from] IdentityError),
-    #[error("[acl]: {0}")]
-    Acl(#[from] RuleError),
+    #[error("{0}")]
+    Policy(#[from] gatehouse_gate::PolicyError),
     #[error("[tls] crl: {0}")]
     Crl(#[from] CrlError),
     #[error(

@@ -11,13 +11,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use gatehouse_acl::{Acl, Action, ClientIdPolicy, Subject};
+use gatehouse_acl::{Action, Subject};
 use gatehouse_auth::{
-    Classifier, CrlVerifier, CrlWatcher, Identity, Kind, RevocationHandle, RevocationSet,
-    RevocationUpdate, Serial, WatchOptions,
+    CrlVerifier, CrlWatcher, Identity, Kind, RevocationHandle, RevocationSet, RevocationUpdate,
+    Serial, WatchOptions,
 };
 use gatehouse_config::Config;
-use gatehouse_gate::Handshake;
+use gatehouse_gate::{Handshake, Policy, PolicyHandle, whole_tree_warnings};
 use time::OffsetDateTime;
 use tokio::sync::broadcast::{Receiver, error::TryRecvError};
 
@@ -29,24 +29,6 @@ use crate::telemetry::Telemetry;
 
 /// How often CRL counters are copied into the metrics.
 const CRL_METRICS_EVERY: Duration = Duration::from_secs(1);
-
-/// The rules in force: rebuilt as a whole on RELOAD.
-#[derive(Debug)]
-struct Rules {
-    classifier: Classifier,
-    acl: Acl,
-    policy: ClientIdPolicy,
-}
-
-impl Rules {
-    fn from_config(config: &Config) -> Result<Rules, PluginError> {
-        Ok(Rules {
-            classifier: Classifier::from_settings(&config.identity)?,
-            acl: Acl::new(&config.acl)?,
-            policy: ClientIdPolicy::new(&config.identity),
-        })
-    }
-}
 
 /// An identified client, cached by client id until DISCONNECT.
 #[derive(Debug)]
@@ -63,7 +45,6 @@ struct Session {
 
 #[derive(Debug)]
 struct State {
-    rules: Rules,
     sessions: HashMap<String, Session>,
     /// Client objects refused at an ACL check (use_identity_as_username):
     /// denied without re-logging until they are gone.
@@ -100,6 +81,8 @@ impl Fixed {
 #[derive(Debug)]
 pub(crate) struct Plugin {
     config_path: PathBuf,
+    /// `[identity]` and `[acl]` in force, swapped as a whole on RELOAD.
+    policy: PolicyHandle,
     fixed: Fixed,
     revocation: RevocationHandle,
     metrics: Arc<Metrics>,
@@ -125,7 +108,7 @@ impl Plugin {
             .ok_or(PluginError::NoConfigOption)?;
         let config = Config::load(&config_path)?;
         warn_whole_tree_grants(&config);
-        let rules = Rules::from_config(&config)?;
+        let policy = PolicyHandle::new(Policy::from_config(&config)?);
 
         let (watcher, revocation) = match &config.tls.crl {
             Some(crl) => {
@@ -158,7 +141,6 @@ impl Plugin {
             None
         };
         let state = State {
-            rules,
             sessions: HashMap::new(),
             refused: HashSet::new(),
             pending_kicks: Vec::new(),
@@ -167,6 +149,7 @@ impl Plugin {
         };
         Ok(Plugin {
             config_path,
+            policy,
             fixed: Fixed::of(&config),
             revocation,
             metrics,
@@ -201,15 +184,17 @@ impl Plugin {
     /// Certificate → identity → validity, revocation and client-id checks.
     fn identify(
         &self,
-        rules: &Rules,
+        policy: &Policy,
         client: &Client,
         client_id: &str,
     ) -> Result<Identity, Refusal> {
         let der = client.certificate_der()?.ok_or(Refusal::NoCertificate)?;
-        let identity = rules.classifier.identify(&der)?;
+        let identity = policy.classifier.identify(&der)?;
         identity.check_validity(OffsetDateTime::now_utc())?;
         self.revocation.check(&identity.serial)?;
-        rules.policy.check(identity.kind, &identity.cn, client_id)?;
+        policy
+            .client_id
+            .check(identity.kind, &identity.cn, client_id)?;
         Ok(identity)
     }
 
@@ -235,7 +220,7 @@ impl Plugin {
         // No client id is refused by the client-id check like an empty one.
         let client_id = client.id().unwrap_or_default();
         let mut state = self.state();
-        let identity = match self.identify(&state.rules, &client, &client_id) {
+        let identity = match self.identify(&self.policy.load(), &client, &client_id) {
             Ok(id) => id,
             Err(why) => {
                 drop(state);
@@ -293,7 +278,7 @@ impl Plugin {
             if state.refused.contains(&client.key()) {
                 return ffi::ERR_ACL_DENIED;
             }
-            match self.identify(&state.rules, &client, client_id) {
+            match self.identify(&self.policy.load(), &client, client_id) {
                 Ok(identity) => {
                     self.metrics.gate.handshake(Handshake::Ok);
                     self.insert(&mut state, &client, client_id.to_owned(), identity);
@@ -315,7 +300,11 @@ impl Plugin {
             return ffi::ERR_ACL_DENIED;
         }
         let subject = Subject::new(session.kind, &session.cn, client_id);
-        let decision = state.rules.acl.decide_bytes(&subject, action, check.topic);
+        let decision = self
+            .policy
+            .load()
+            .acl
+            .decide_bytes(&subject, action, check.topic);
         if decision.is_allowed() {
             ffi::SUCCESS
         } else {
@@ -353,8 +342,9 @@ impl Plugin {
             // ~100 ns and keeps a denied message out of the database even if
             // Mosquitto's event order ever changes.
             let subject = Subject::new(session.kind, &session.cn, &client_id);
-            if !state
-                .rules
+            if !self
+                .policy
+                .load()
                 .acl
                 .decide_bytes(&subject, Action::Publish, &message.topic)
                 .is_allowed()
@@ -455,9 +445,10 @@ impl Plugin {
     /// MOSQ_EVT_RELOAD (SIGHUP): re-read gatehouse.toml and swap in the new
     /// identity and topic rules. A bad file is logged and the old rules stay.
     pub(crate) fn reload(&self) {
-        let config = match Config::load(&self.config_path).map_err(PluginError::from) {
-            Ok(c) => c,
+        let config = match self.policy.reload(&self.config_path) {
+            Ok(config) => config,
             Err(e) => {
+                self.metrics.gate.config_reloaded(false);
                 ffi::log(
                     Level::Err,
                     &format!("gatehouse: reload refused, keeping the previous rules: {e}"),
@@ -465,18 +456,8 @@ impl Plugin {
                 return;
             }
         };
+        self.metrics.gate.config_reloaded(true);
         warn_whole_tree_grants(&config);
-        let rules = match Rules::from_config(&config) {
-            Ok(r) => r,
-            Err(e) => {
-                ffi::log(
-                    Level::Err,
-                    &format!("gatehouse: reload refused, keeping the previous rules: {e}"),
-                );
-                return;
-            }
-        };
-        self.state().rules = rules;
         let note = if Fixed::of(&config) == self.fixed {
             ""
         } else {
@@ -505,16 +486,10 @@ impl Plugin {
     }
 }
 
-/// Rules granting `#` are legal but let every client of that kind reach
-/// every other client's topics: said at start (and on reload), as the
-/// embedded broker does.
+/// Rules granting `#`: said at start and on reload, as the embedded broker
+/// does (the gate words them).
 fn warn_whole_tree_grants(config: &Config) {
-    for (key, rule) in config.acl.whole_tree_grants() {
-        ffi::log(
-            Level::Warning,
-            &format!(
-                "gatehouse: {key} grants {rule:?}: every client of that kind can reach every other client's topics. Narrow it (e.g. \"telemetry/{{cn}}/#\") unless that is really meant"
-            ),
-        );
+    for line in whole_tree_warnings(config) {
+        ffi::log(Level::Warning, &format!("gatehouse: {line}"));
     }
 }

@@ -608,3 +608,70 @@ pub fn shared_series(page: &str) -> std::collections::BTreeSet<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// How a reload case drives its target: the target's gatehouse.toml, how
+/// to send it SIGHUP, and its log.
+pub struct Reloader<'a> {
+    pub config_path: &'a std::path::Path,
+    pub sighup: &'a dyn Fn(),
+    pub log: &'a dyn Fn() -> String,
+}
+
+impl std::fmt::Debug for Reloader<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader")
+            .field("config_path", &self.config_path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Waits (up to 5 s) for `needle` to appear `times` times in the log.
+fn wait_log(r: &Reloader<'_>, needle: &str, times: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while (r.log)().matches(needle).count() < times {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{needle:?} not logged {times} time(s):\n{}",
+            (r.log)()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGHUP reload, the same in both shapes: a widened rule applies to an open
+/// session, a broken file is refused (naming the key) and the rules in
+/// force stay, a narrowed rule applies to the open session too.
+pub async fn run_reload_case(target: &Target, fx: &Fixtures<'_>, r: &Reloader<'_>) {
+    const RELOADED: &str = "new [identity] and [acl] rules in force";
+    const REFUSED: &str = "reload refused, keeping the previous rules";
+    let mut gw = must_connect(target, fx, Who::Gateway).await;
+    assert!(!gw.subscribe("news/#").await, "not allowed by the defaults");
+    let own = format!("telemetry/{GATEWAY_CODE}/x");
+    assert!(gw.publish(&own, b"1").await, "own telemetry allowed");
+
+    let base = std::fs::read_to_string(r.config_path).expect("read gatehouse.toml");
+    let write = |extra: &str| {
+        std::fs::write(r.config_path, format!("{base}\n{extra}")).expect("write gatehouse.toml")
+    };
+    write("[acl.operational]\nsubscribe = [\"telemetry/{cn}/#\", \"news/#\"]\n");
+    (r.sighup)();
+    wait_log(r, RELOADED, 1);
+    assert!(
+        gw.subscribe("news/#").await,
+        "widened rule in force for an open session"
+    );
+
+    write("[acl]\nbogus = 1\n");
+    (r.sighup)();
+    wait_log(r, REFUSED, 1);
+    assert!((r.log)().contains("key `acl.bogus`"), "{}", (r.log)());
+    assert!(gw.subscribe("news/#").await, "previous rules kept");
+
+    write("[acl.operational]\npublish = [\"other/{cn}\"]\n");
+    (r.sighup)();
+    wait_log(r, RELOADED, 2);
+    assert!(
+        !gw.publish(&own, b"2").await,
+        "narrowed rule in force for an open session"
+    );
+}

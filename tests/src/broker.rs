@@ -161,6 +161,31 @@ impl BrokerProcess {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// Waits (up to `timeout`) until `needle` appears at least `times` times
+    /// in the log.
+    pub fn wait_log(&self, needle: &str, times: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.log().matches(needle).count() >= times {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGHUP: the broker re-reads [`Self::config_path`] and puts its
+    /// `[identity]` and `[acl]` in force.
+    pub fn reload(&self) {
+        let ok = Command::new("kill")
+            .args(["-HUP", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(ok.success(), "kill -HUP failed");
+    }
+
     /// Body of a GET on the metrics listener.
     pub fn http_get(&self, path: &str) -> Option<String> {
         let mut s = TcpStream::connect(self.metrics).ok()?;

@@ -316,6 +316,20 @@ fn listens_on(pid: u32, port: u16) -> bool {
     })
 }
 
+/// Mosquitto with the plugin's `/metrics` listener on a free port and
+/// `extra` appended to gatehouse.toml; the listener's address.
+pub fn start_with_metrics(pki: &Pki, extra: &str) -> (Mosquitto, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mosq = Mosquitto::start(
+        pki,
+        &Options {
+            gatehouse_extra: format!("{extra}\n[plugin]\nmetrics = \"{addr}\"\n"),
+            ..Options::default()
+        },
+    );
+    (mosq, addr)
+}
+
 /// The whole HTTP response (status line, headers, body) to a `GET path` on
 /// a plain HTTP listener such as the plugin's `[plugin] metrics`.
 pub fn http_get(addr: &str, path: &str) -> String {

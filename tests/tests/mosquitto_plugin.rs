@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use gatehouse_tests::acl_cases::{self, ACL_TOML, Fixtures, Refusal, Target, Who};
 use gatehouse_tests::conn::Conn;
-use gatehouse_tests::mosquitto::{Mosquitto, Options, http_get, render_conf};
+use gatehouse_tests::mosquitto::{Mosquitto, Options, http_get, render_conf, start_with_metrics};
 use gatehouse_tests::pki::{GATEWAY_CODE, Pki};
 
 fn shared_options(use_identity_as_username: bool) -> Options {
@@ -249,15 +249,7 @@ fn readme_shows_the_tested_mosquitto_conf() {
 async fn metrics_listener_counts_admissions_and_denials() {
     let pki = Pki::generate();
     let fx = Fixtures::new(&pki);
-    let port = gatehouse_tests::ports::free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let mosq = Mosquitto::start(
-        &pki,
-        &Options {
-            gatehouse_extra: format!("[plugin]\nmetrics = \"{addr}\"\n"),
-            ..Options::default()
-        },
-    );
+    let (mosq, addr) = start_with_metrics(&pki, "");
     let (id, creds) = fx.of(Who::Gateway);
     let mut gw = Conn::connect(&mosq.endpoint(), &id, creds).await.unwrap();
     assert!(!gw.subscribe("#").await);
@@ -306,15 +298,7 @@ async fn an_older_crl_written_over_a_newer_one_does_not_unrevoke() {
     const OK: &str = "gatehouse_crl_reloads_total{result=\"ok\"}";
     const ROLLBACK: &str = "gatehouse_crl_reloads_total{result=\"rollback\"}";
     let mut pki = Pki::generate();
-    let port = gatehouse_tests::ports::free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let mosq = Mosquitto::start(
-        &pki,
-        &Options {
-            gatehouse_extra: format!("[plugin]\nmetrics = \"{addr}\"\n"),
-            ..Options::default()
-        },
-    );
+    let (mosq, addr) = start_with_metrics(&pki, "");
     let wait = |what: &str, pred: &dyn Fn() -> bool| {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !pred() {
@@ -368,54 +352,31 @@ async fn an_older_crl_written_over_a_newer_one_does_not_unrevoke() {
 async fn sighup_reloads_the_rules_and_a_bad_file_keeps_the_old_ones() {
     let pki = Pki::generate();
     let fx = Fixtures::new(&pki);
-    let mosq = Mosquitto::start(&pki, &Options::default());
-    let (id, creds) = fx.of(Who::Gateway);
-    let mut gw = Conn::connect(&mosq.endpoint(), &id, creds).await.unwrap();
-    assert!(!gw.subscribe("news/#").await, "not allowed by the defaults");
-
-    let base = std::fs::read_to_string(&mosq.gatehouse_toml).unwrap();
-    std::fs::write(
-        &mosq.gatehouse_toml,
-        format!("{base}\n[acl.operational]\nsubscribe = [\"telemetry/{{cn}}/#\", \"news/#\"]\n"),
-    )
-    .unwrap();
-    mosq.reload();
-    assert!(
-        mosq.wait_log("gatehouse: reloaded", Duration::from_secs(5)),
-        "{}",
-        mosq.log()
+    let (mosq, addr) = start_with_metrics(&pki, "");
+    let target = Target {
+        endpoint: mosq.endpoint(),
+        refusal: Refusal::AtConnect,
+    };
+    let reloader = acl_cases::Reloader {
+        config_path: &mosq.gatehouse_toml,
+        sighup: &|| mosq.reload(),
+        log: &|| mosq.log(),
+    };
+    acl_cases::run_reload_case(&target, &fx, &reloader).await;
+    assert_eq!(
+        metric(&addr, "gatehouse_config_reloads_total{result=\"ok\"}"),
+        2.0
     );
-    assert!(
-        gw.subscribe("news/#").await,
-        "new rule in force for an open session"
+    assert_eq!(
+        metric(&addr, "gatehouse_config_reloads_total{result=\"failed\"}"),
+        1.0
     );
-
-    std::fs::write(&mosq.gatehouse_toml, format!("{base}\n[acl]\nbogus = 1\n")).unwrap();
-    mosq.reload();
-    assert!(
-        mosq.wait_log(
-            "reload refused, keeping the previous rules",
-            Duration::from_secs(5)
-        ),
-        "{}",
-        mosq.log()
-    );
-    assert!(mosq.log().contains("key `acl.bogus`"), "{}", mosq.log());
-    assert!(gw.subscribe("news/#").await, "previous rules kept");
 }
 
 #[test]
 fn shutdown_runs_cleanup_and_exits_cleanly() {
     let pki = Pki::generate();
-    let port = gatehouse_tests::ports::free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut mosq = Mosquitto::start(
-        &pki,
-        &Options {
-            gatehouse_extra: format!("[plugin]\nmetrics = \"{addr}\"\n"),
-            ..Options::default()
-        },
-    );
+    let (mut mosq, addr) = start_with_metrics(&pki, "");
     assert!(http_get(&addr, "/metrics").starts_with("HTTP/1.1 200"));
     let status = mosq.terminate();
     assert!(status.success(), "{status}\n{}", mosq.log());
@@ -516,22 +477,9 @@ async fn telemetry_through_mosquitto_lands_in_postgres_and_is_flushed_at_shutdow
 
 #[test]
 fn ingest_can_be_turned_off_and_is_on_by_default() {
-    let free = || {
-        let port = gatehouse_tests::ports::free_port();
-        format!("127.0.0.1:{port}")
-    };
     // Off: no ingest metrics, nothing written next to gatehouse.toml.
     let pki = Pki::generate();
-    let addr = free();
-    let mut mosq = Mosquitto::start(
-        &pki,
-        &Options {
-            gatehouse_extra: format!(
-                "[plugin]\nmetrics = \"{addr}\"\n\n[ingest]\nenabled = false\n"
-            ),
-            ..Options::default()
-        },
-    );
+    let (mut mosq, addr) = start_with_metrics(&pki, "[ingest]\nenabled = false\n");
     let metrics = http_get(&addr, "/metrics");
     assert!(!metrics.contains("gatehouse_ingest_"), "{metrics}");
     assert!(!pki.dir().join("gatehouse-data").exists());
@@ -541,14 +489,7 @@ fn ingest_can_be_turned_off_and_is_on_by_default() {
 
     // Default: ingest runs (SQLite next to gatehouse.toml) and is measured.
     let pki = Pki::generate();
-    let addr = free();
-    let mut mosq = Mosquitto::start(
-        &pki,
-        &Options {
-            gatehouse_extra: format!("[plugin]\nmetrics = \"{addr}\"\n"),
-            ..Options::default()
-        },
-    );
+    let (mut mosq, addr) = start_with_metrics(&pki, "");
     let metrics = http_get(&addr, "/metrics");
     assert!(metrics.contains("gatehouse_ingest_"), "{metrics}");
     assert!(pki.dir().join("gatehouse-data/spool").is_dir());

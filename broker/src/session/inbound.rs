@@ -145,7 +145,12 @@ impl Session {
                 let mut codes = Vec::with_capacity(subscribe.filters.len());
                 let mut allowed = Vec::with_capacity(subscribe.filters.len());
                 for mut f in subscribe.filters.drain(..) {
-                    let decision = shared.acl.decide(&subject, Action::Subscribe, &f.path);
+                    let decision =
+                        shared
+                            .policy
+                            .load()
+                            .acl
+                            .decide(&subject, Action::Subscribe, &f.path);
                     if decision.is_allowed() && !shared.book.subscribe(&self.client_id, &f.path) {
                         self.over_quota(Quota::Subscriptions);
                         codes.push(Some(if self.v5() {
@@ -161,7 +166,7 @@ impl Session {
                         allowed.push(f);
                     } else {
                         self.deny_subscribe.inc();
-                        tracing::warn!(client_id = ?self.client_id, "{}", shared.acl.explain_decision(&subject, Action::Subscribe, &f.path, decision));
+                        tracing::warn!(client_id = ?self.client_id, "{}", shared.policy.load().acl.explain_decision(&subject, Action::Subscribe, &f.path, decision));
                         codes.push(Some(if self.codec.version() == Version::V5 {
                             SubscribeReasonCode::NotAuthorized
                         } else {
@@ -253,9 +258,12 @@ impl Session {
         }
         let shared = self.conn.shared.clone();
         let subject = Subject::new(self.identity.kind, &self.identity.cn, &self.client_id);
-        let decision: Decision = shared
-            .acl
-            .decide_bytes(&subject, Action::Publish, &publish.topic);
+        let decision: Decision =
+            shared
+                .policy
+                .load()
+                .acl
+                .decide_bytes(&subject, Action::Publish, &publish.topic);
         if decision.is_allowed() {
             if !self.topics.admit(
                 &publish.topic,
@@ -287,7 +295,7 @@ impl Session {
             client_id = ?self.client_id,
             violations = self.violations,
             "{}",
-            shared.acl.explain_decision(&subject, Action::Publish, &topic, decision)
+            shared.policy.load().acl.explain_decision(&subject, Action::Publish, &topic, decision)
         );
         if qos == 1 {
             let reason = if self.v5() {

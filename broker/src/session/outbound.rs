@@ -109,9 +109,12 @@ impl Session {
     fn deliver(&mut self, publish: Publish, props: Option<rumqttd::protocol::PublishProperties>) {
         let shared = self.conn.shared.clone();
         let subject = Subject::new(self.identity.kind, &self.identity.cn, &self.client_id);
-        let decision = shared
-            .acl
-            .decide_bytes(&subject, Action::Receive, &publish.topic);
+        let decision =
+            shared
+                .policy
+                .load()
+                .acl
+                .decide_bytes(&subject, Action::Receive, &publish.topic);
         let start = self.conn.wbuf.len();
         if decision.is_allowed() {
             self.write(Packet::Publish(publish, props));
@@ -133,7 +136,7 @@ impl Session {
         }
         self.deny_receive.inc();
         let topic = String::from_utf8_lossy(&publish.topic).into_owned();
-        tracing::warn!(client_id = ?self.client_id, "{}", shared.acl.explain_decision(&subject, Action::Receive, &topic, decision));
+        tracing::warn!(client_id = ?self.client_id, "{}", shared.policy.load().acl.explain_decision(&subject, Action::Receive, &topic, decision));
         let mut scratch = BytesMut::new();
         if self
             .codec
