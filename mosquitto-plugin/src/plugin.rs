@@ -276,15 +276,14 @@ impl Plugin {
             return ffi::ERR_ACL_DENIED;
         };
         // A revoked session is refused even before the TICK that kicks it.
-        if self.revocation.current().contains(&session.serial) {
-            return ffi::ERR_ACL_DENIED;
-        }
         let subject = Subject::new(session.kind, &session.cn, client_id);
-        let decision = self
-            .policy
-            .load()
-            .acl
-            .decide_bytes(&subject, action, check.topic);
+        let decision = self.policy.load().decide(
+            &self.revocation,
+            &subject,
+            &session.serial,
+            action,
+            check.topic,
+        );
         if decision.is_allowed() {
             ffi::SUCCESS
         } else {
@@ -325,8 +324,13 @@ impl Plugin {
             if !self
                 .policy
                 .load()
-                .acl
-                .decide_bytes(&subject, Action::Publish, &message.topic)
+                .decide(
+                    &self.revocation,
+                    &subject,
+                    &session.serial,
+                    Action::Publish,
+                    &message.topic,
+                )
                 .is_allowed()
             {
                 return;
