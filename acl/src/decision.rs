@@ -72,6 +72,11 @@ pub enum DenyReason {
     /// receive) or covers (subscribe) it.
     #[error("no rule matches")]
     NoMatchingRule,
+    /// The client's certificate was revoked after it connected: everything
+    /// is refused until the session is cut (decided by `gatehouse-gate`,
+    /// never by the rules themselves).
+    #[error("the client's certificate is revoked")]
+    Revoked,
 }
 
 /// The answer for one request. Default deny.

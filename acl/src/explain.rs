@@ -72,6 +72,9 @@ impl Acl {
                     set.key
                 );
             }
+            Decision::Deny(DenyReason::Revoked) => {
+                line.push_str(": the certificate is revoked (CRL in force); the session is being disconnected");
+            }
             Decision::Deny(DenyReason::NoMatchingRule) => {
                 let verb = if action == Action::Subscribe {
                     "covers"

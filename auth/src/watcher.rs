@@ -175,6 +175,12 @@ impl RevocationHandle {
         self.shared.set.load_full()
     }
 
+    /// Whether `serial` is listed in the set in force (lock-free, no
+    /// allocation, no reference count touched: the per-message check).
+    pub fn is_revoked(&self, serial: &Serial) -> bool {
+        self.shared.set.load().contains(serial)
+    }
+
     /// Admission check for a certificate serial.
     ///
     /// `Revoked` if listed; otherwise, only when `fail_closed` is set and the

@@ -281,12 +281,13 @@ impl Conn {
         let mut will = will;
         if let Some(w) = will.as_mut() {
             let topic = String::from_utf8_lossy(&w.topic).into_owned();
-            let decision =
-                shared
-                    .policy
-                    .load()
-                    .acl
-                    .decide_bytes(&subject, Action::Publish, &w.topic);
+            let decision = shared.policy.load().decide(
+                &shared.revocation,
+                &subject,
+                &identity.serial,
+                Action::Publish,
+                &w.topic,
+            );
             if !decision.is_allowed() {
                 shared
                     .metrics

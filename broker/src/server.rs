@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gatehouse_auth::{CrlVerifier, CrlWatcher, RevocationHandle, RevocationSet, WatchOptions};
+use gatehouse_auth::RevocationHandle;
 use gatehouse_config::Config;
-use gatehouse_gate::{Policy, PolicyHandle};
+use gatehouse_gate::{Policy, PolicyHandle, start_revocation};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, broadcast, mpsc};
 
@@ -100,23 +100,7 @@ async fn run_until_router_dies(
         &config.tls.cert,
         &config.tls.key,
     )?);
-    let (revocation, watcher) = match &config.tls.crl {
-        Some(path) => {
-            let verifier = CrlVerifier::from_ca_file(&config.tls.ca)?;
-            let watcher = CrlWatcher::start(
-                path.clone(),
-                verifier,
-                WatchOptions::from_settings(&config.tls),
-            )?;
-            (watcher.handle(), Some(watcher))
-        }
-        None => {
-            tracing::warn!(
-                "[tls] crl is empty: revocation checks are DISABLED; revoked certificates are accepted"
-            );
-            (RevocationHandle::fixed(RevocationSet::empty()), None)
-        }
-    };
+    let (revocation, watcher) = start_revocation(&config.tls)?;
     let policy = PolicyHandle::new(Policy::from_config(&config)?);
     let (ingest, ingest_service) = if config.ingest.enabled {
         let (handle, service) =

@@ -9,6 +9,7 @@
 //! * [`Policy`] / [`PolicyHandle`]: `[identity]` and `[acl]` compiled once
 //!   and swapped as a whole on reload (SIGHUP in both shapes); a broken file
 //!   keeps the rules in force;
+//! * [`start_revocation`]: the CRL watcher set up once for both shapes;
 //! * [`GateMetrics`]: every metric both shapes expose, with names, help and
 //!   label values registered in one place (all label values visible from
 //!   the start), and [`render`], the one `/metrics` body encoder.
@@ -18,7 +19,9 @@
 mod metrics;
 mod outcome;
 mod policy;
+mod revocation;
 
 pub use metrics::{CONTENT_TYPE, GateMetrics, SHARED_METRICS, render};
 pub use outcome::{ConnectRefusal, Handshake};
 pub use policy::{Policy, PolicyError, PolicyHandle, whole_tree_warnings};
+pub use revocation::start_revocation;

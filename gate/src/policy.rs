@@ -7,8 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Guard};
-use gatehouse_acl::{Acl, ClientIdPolicy, RuleError};
-use gatehouse_auth::{Classifier, IdentityError};
+use gatehouse_acl::{Acl, Action, ClientIdPolicy, Decision, DenyReason, RuleError, Subject};
+use gatehouse_auth::{Classifier, IdentityError, RevocationHandle, Serial};
 use gatehouse_config::{Config, ConfigError};
 
 /// Why rules could not be built (at start, or on reload: then the old ones
@@ -43,6 +43,26 @@ impl Policy {
             client_id: ClientIdPolicy::new(&config.identity),
             acl: Acl::new(&config.acl)?,
         })
+    }
+}
+
+impl Policy {
+    /// One request of an admitted client (`subject`, certificate `serial`):
+    /// the same in both shapes. A certificate revoked since it connected is
+    /// refused everything, even before the kick that cuts its session
+    /// lands; then the topic rules decide.
+    pub fn decide(
+        &self,
+        revocation: &RevocationHandle,
+        subject: &Subject<'_>,
+        serial: &Serial,
+        action: Action,
+        topic: &[u8],
+    ) -> Decision {
+        if revocation.is_revoked(serial) {
+            return Decision::Deny(DenyReason::Revoked);
+        }
+        self.acl.decide_bytes(subject, action, topic)
     }
 }
 
@@ -144,6 +164,36 @@ mod tests {
         assert!(allowed(&handle), "old rules kept");
         assert!(handle.reload(&dir.path().join("missing.toml")).is_err());
         assert!(allowed(&handle), "old rules kept");
+    }
+
+    #[test]
+    fn a_revoked_certificate_is_refused_everything_its_rules_allow() {
+        let policy = Policy::from_config(&Config::defaults()).expect("defaults");
+        let gw = Subject::new(Kind::Operational, "GW1", "GW1");
+        let (good, bad) = (Serial::from_u64(7), Serial::from_u64(8));
+        let set = gatehouse_auth::RevocationSet::from_serials([bad]);
+        let revocation = RevocationHandle::fixed(set);
+        let topic = b"telemetry/GW1/x";
+        for action in [Action::Publish, Action::Subscribe, Action::Receive] {
+            assert!(
+                policy
+                    .decide(&revocation, &gw, &good, action, topic)
+                    .is_allowed(),
+                "{action}"
+            );
+            assert_eq!(
+                policy.decide(&revocation, &gw, &bad, action, topic),
+                Decision::Deny(DenyReason::Revoked),
+                "{action}"
+            );
+        }
+        let line = policy.acl.explain_decision(
+            &gw,
+            Action::Publish,
+            "telemetry/GW1/x",
+            Decision::Deny(DenyReason::Revoked),
+        );
+        assert!(line.contains("revoked"), "{line}");
     }
 
     #[test]

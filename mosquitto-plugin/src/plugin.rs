@@ -12,12 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gatehouse_acl::{Action, Subject};
-use gatehouse_auth::{
-    CrlVerifier, CrlWatcher, Identity, Kind, RevocationHandle, RevocationSet, RevocationUpdate,
-    Serial, WatchOptions,
-};
+use gatehouse_auth::{CrlWatcher, Identity, Kind, RevocationHandle, RevocationUpdate, Serial};
 use gatehouse_config::Config;
-use gatehouse_gate::{Handshake, Policy, PolicyHandle, whole_tree_warnings};
+use gatehouse_gate::{Handshake, Policy, PolicyHandle, start_revocation, whole_tree_warnings};
 use time::OffsetDateTime;
 use tokio::sync::broadcast::{Receiver, error::TryRecvError};
 
@@ -110,24 +107,7 @@ impl Plugin {
         warn_whole_tree_grants(&config);
         let policy = PolicyHandle::new(Policy::from_config(&config)?);
 
-        let (watcher, revocation) = match &config.tls.crl {
-            Some(crl) => {
-                let verifier = CrlVerifier::from_ca_file(&config.tls.ca)?;
-                let watcher = CrlWatcher::start(
-                    crl.clone(),
-                    verifier,
-                    WatchOptions::from_settings(&config.tls),
-                )?;
-                let handle = watcher.handle();
-                (Some(watcher), handle)
-            }
-            None => {
-                tracing::warn!(
-                    "[tls] crl = \"\": revocation checking is OFF; revoked devices are admitted"
-                );
-                (None, RevocationHandle::fixed(RevocationSet::empty()))
-            }
-        };
+        let (revocation, watcher) = start_revocation(&config.tls)?;
         let metrics = Arc::new(Metrics::new());
         let server = match config.plugin.metrics {
             Some(addr) => Some(MetricsServer::start(addr, metrics.clone())?),
@@ -296,15 +276,14 @@ impl Plugin {
             return ffi::ERR_ACL_DENIED;
         };
         // A revoked session is refused even before the TICK that kicks it.
-        if self.revocation.current().contains(&session.serial) {
-            return ffi::ERR_ACL_DENIED;
-        }
         let subject = Subject::new(session.kind, &session.cn, client_id);
-        let decision = self
-            .policy
-            .load()
-            .acl
-            .decide_bytes(&subject, action, check.topic);
+        let decision = self.policy.load().decide(
+            &self.revocation,
+            &subject,
+            &session.serial,
+            action,
+            check.topic,
+        );
         if decision.is_allowed() {
             ffi::SUCCESS
         } else {
@@ -345,8 +324,13 @@ impl Plugin {
             if !self
                 .policy
                 .load()
-                .acl
-                .decide_bytes(&subject, Action::Publish, &message.topic)
+                .decide(
+                    &self.revocation,
+                    &subject,
+                    &session.serial,
+                    Action::Publish,
+                    &message.topic,
+                )
                 .is_allowed()
             {
                 return;

@@ -145,12 +145,13 @@ impl Session {
                 let mut codes = Vec::with_capacity(subscribe.filters.len());
                 let mut allowed = Vec::with_capacity(subscribe.filters.len());
                 for mut f in subscribe.filters.drain(..) {
-                    let decision =
-                        shared
-                            .policy
-                            .load()
-                            .acl
-                            .decide(&subject, Action::Subscribe, &f.path);
+                    let decision = shared.policy.load().decide(
+                        &shared.revocation,
+                        &subject,
+                        &self.identity.serial,
+                        Action::Subscribe,
+                        f.path.as_bytes(),
+                    );
                     if decision.is_allowed() && !shared.book.subscribe(&self.client_id, &f.path) {
                         self.over_quota(Quota::Subscriptions);
                         codes.push(Some(if self.v5() {
@@ -258,12 +259,13 @@ impl Session {
         }
         let shared = self.conn.shared.clone();
         let subject = Subject::new(self.identity.kind, &self.identity.cn, &self.client_id);
-        let decision: Decision =
-            shared
-                .policy
-                .load()
-                .acl
-                .decide_bytes(&subject, Action::Publish, &publish.topic);
+        let decision: Decision = shared.policy.load().decide(
+            &shared.revocation,
+            &subject,
+            &self.identity.serial,
+            Action::Publish,
+            &publish.topic,
+        );
         if decision.is_allowed() {
             if !self.topics.admit(
                 &publish.topic,

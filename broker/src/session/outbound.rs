@@ -109,12 +109,13 @@ impl Session {
     fn deliver(&mut self, publish: Publish, props: Option<rumqttd::protocol::PublishProperties>) {
         let shared = self.conn.shared.clone();
         let subject = Subject::new(self.identity.kind, &self.identity.cn, &self.client_id);
-        let decision =
-            shared
-                .policy
-                .load()
-                .acl
-                .decide_bytes(&subject, Action::Receive, &publish.topic);
+        let decision = shared.policy.load().decide(
+            &shared.revocation,
+            &subject,
+            &self.identity.serial,
+            Action::Receive,
+            &publish.topic,
+        );
         let start = self.conn.wbuf.len();
         if decision.is_allowed() {
             self.write(Packet::Publish(publish, props));
