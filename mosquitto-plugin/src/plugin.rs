@@ -299,10 +299,7 @@ impl Plugin {
         let Some(telemetry) = &self.telemetry else {
             return;
         };
-        let Ok(topic) = std::str::from_utf8(&message.topic) else {
-            return;
-        };
-        if !telemetry.wants(topic) {
+        if !telemetry.wants(&message.topic) {
             return;
         }
         let Some(client_id) = message.client.id() else {
@@ -337,7 +334,7 @@ impl Plugin {
             }
             session.cn.clone()
         };
-        telemetry.submit(&cn, topic, message.payload);
+        telemetry.submit(&cn, &message.topic, message.payload);
     }
 
     /// MOSQ_EVT_DISCONNECT: forget the client's identity.
