@@ -10,6 +10,9 @@
 //!   and swapped as a whole on reload (SIGHUP in both shapes); a broken file
 //!   keeps the rules in force;
 //! * [`start_revocation`]: the CRL watcher set up once for both shapes;
+//! * [`SessionIndex`]: open sessions by serial and which of them a CRL
+//!   change cuts ([`CrlEvent`]: newly revoked serials, or a rescan after
+//!   missed updates);
 //! * [`TelemetryTap`]: which accepted PUBLISHes become ingest records;
 //! * [`GateMetrics`]: every metric both shapes expose, with names, help and
 //!   label values registered in one place (all label values visible from
@@ -21,10 +24,12 @@ mod metrics;
 mod outcome;
 mod policy;
 mod revocation;
+mod sessions;
 mod tap;
 
 pub use metrics::{CONTENT_TYPE, GateMetrics, SHARED_METRICS, render};
 pub use outcome::{ConnectRefusal, Handshake};
 pub use policy::{Policy, PolicyError, PolicyHandle, whole_tree_warnings};
 pub use revocation::start_revocation;
+pub use sessions::{CrlEvent, SessionIndex};
 pub use tap::TelemetryTap;
