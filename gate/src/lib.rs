@@ -1,6 +1,9 @@
 //! What both shapes — the embedded broker and the Mosquitto plugin — decide
 //! the same way, defined once so they cannot drift:
 //!
+//! * the ordered admission ([`Policy::identify`], [`Policy::check_revocation`],
+//!   [`Policy::check_client_id`], or [`Policy::admit`] for all three) and its
+//!   [`Refusal`], which maps itself to a metric label;
 //! * [`Handshake`]: the outcome of checking a client's certificate (chain,
 //!   identity, validity, revocation), the `result` label of
 //!   `gatehouse_handshakes_total`, with one mapping from `auth`'s errors;
@@ -20,6 +23,7 @@
 //!
 //! No runtime, no I/O, no unsafe: the shapes own sockets and threads.
 
+mod admission;
 mod metrics;
 mod outcome;
 mod policy;
@@ -27,6 +31,7 @@ mod revocation;
 mod sessions;
 mod tap;
 
+pub use admission::Refusal;
 pub use metrics::{CONTENT_TYPE, GateMetrics, SHARED_METRICS, render};
 pub use outcome::{ConnectRefusal, Handshake};
 pub use policy::{Policy, PolicyError, PolicyHandle, whole_tree_warnings};

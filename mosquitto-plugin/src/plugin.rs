@@ -184,21 +184,16 @@ impl Plugin {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Certificate → identity → validity, revocation and client-id checks.
-    fn identify(
-        &self,
-        policy: &Policy,
-        client: &Client,
-        client_id: &str,
-    ) -> Result<Identity, Refusal> {
+    /// The gate's ordered admission of the certificate Mosquitto verified:
+    /// identity and validity, revocation, client id.
+    fn identify(&self, client: &Client, client_id: &str) -> Result<Identity, Refusal> {
         let der = client.certificate_der()?.ok_or(Refusal::NoCertificate)?;
-        let identity = policy.classifier.identify(&der)?;
-        identity.check_validity(OffsetDateTime::now_utc())?;
-        self.revocation.check(&identity.serial)?;
-        policy
-            .client_id
-            .check(identity.kind, &identity.cn, client_id)?;
-        Ok(identity)
+        Ok(self.policy.load().admit(
+            &self.revocation,
+            &der,
+            client_id,
+            OffsetDateTime::now_utc(),
+        )?)
     }
 
     fn refuse_log(&self, client_id: &str, when: &str, why: &Refusal) {
@@ -223,7 +218,7 @@ impl Plugin {
         // No client id is refused by the client-id check like an empty one.
         let client_id = client.id().unwrap_or_default();
         let mut state = self.state();
-        let identity = match self.identify(&self.policy.load(), &client, &client_id) {
+        let identity = match self.identify(&client, &client_id) {
             Ok(id) => id,
             Err(why) => {
                 drop(state);
@@ -281,7 +276,7 @@ impl Plugin {
             if state.refused.contains(&client.key()) {
                 return ffi::ERR_ACL_DENIED;
             }
-            match self.identify(&self.policy.load(), &client, client_id) {
+            match self.identify(&client, client_id) {
                 Ok(identity) => {
                     self.metrics.gate.handshake(Handshake::Ok);
                     self.insert(&mut state, &client, client_id.to_owned(), identity);
