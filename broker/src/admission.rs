@@ -51,22 +51,25 @@ pub(crate) async fn serve(tcp: TcpStream, peer: std::net::SocketAddr, shared: Ar
     let Some(leaf) = io.get_ref().1.peer_certificates().and_then(|c| c.first()) else {
         return refused(&shared, peer, Handshake::NoCert, "no client certificate");
     };
-    let identity = match shared.policy.load().classifier.identify(leaf.as_ref()) {
+    // The gate's order: certificate, revocation, (at CONNECT) client id.
+    let policy = shared.policy.load_full();
+    let identity = match policy.identify(leaf.as_ref(), time::OffsetDateTime::now_utc()) {
         Ok(id) => id,
-        Err(e) => return refused(&shared, peer, Handshake::of_identity(&e), &e.to_string()),
+        Err(e) => return refused(&shared, peer, e.handshake(), &e.to_string()),
     };
     // Register before checking, so a revocation published in between still
     // reaches this session.
     let (registration, control) = shared.registry.register(identity.serial);
-    if let Err(e) = shared.revocation.check(&identity.serial) {
+    if let Err(e) = policy.check_revocation(&shared.revocation, &identity) {
         drop(registration);
         return refused(
             &shared,
             peer,
-            Handshake::of_revocation(&e),
+            e.handshake(),
             &format!("{e} (CN {:?})", identity.cn),
         );
     }
+    drop(policy);
     shared.metrics.gate.handshake(Handshake::Ok);
     shared
         .metrics
@@ -259,13 +262,7 @@ impl Conn {
         let shared = self.shared.clone();
         let v5 = codec.version() == Version::V5;
         let client_id = connect.client_id.clone();
-        if let Err(e) =
-            shared
-                .policy
-                .load()
-                .client_id
-                .check(identity.kind, &identity.cn, &client_id)
-        {
+        if let Err(e) = shared.policy.load().check_client_id(&identity, &client_id) {
             let why = e.to_string();
             tracing::warn!(peer = %self.peer, cn = ?identity.cn, kind = %identity.kind, client_id = ?client_id, why, "CONNECT refused: client id");
             self.refuse_connect(

@@ -1,12 +1,12 @@
 //! Open sessions by certificate serial, so a revocation or a shutdown can
 //! reach every session it concerns.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use gatehouse_auth::Serial;
+use gatehouse_gate::{CrlEvent, SessionIndex};
 use tokio::sync::mpsc;
 
 /// What the broker asks of a session.
@@ -18,11 +18,16 @@ pub(crate) enum Control {
     Shutdown,
 }
 
-type Senders = HashMap<u64, mpsc::Sender<Control>>;
+/// One open session: its id and its control channel.
+#[derive(Debug)]
+struct Entry {
+    id: u64,
+    tx: mpsc::Sender<Control>,
+}
 
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
-    sessions: Mutex<HashMap<Serial, Senders>>,
+    sessions: Mutex<SessionIndex<Entry>>,
     next: AtomicU64,
 }
 
@@ -36,18 +41,13 @@ pub(crate) struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let mut map = self.registry.lock();
-        if let Some(senders) = map.get_mut(&self.serial) {
-            senders.remove(&self.id);
-            if senders.is_empty() {
-                map.remove(&self.serial);
-            }
-        }
+        let id = self.id;
+        self.registry.lock().remove(&self.serial, |e| e.id == id);
     }
 }
 
 impl Registry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Serial, Senders>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SessionIndex<Entry>> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -57,7 +57,7 @@ impl Registry {
     ) -> (Registration, mpsc::Receiver<Control>) {
         let (tx, rx) = mpsc::channel(2);
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.lock().entry(serial).or_default().insert(id, tx);
+        self.lock().insert(serial, Entry { id, tx });
         (
             Registration {
                 registry: self.clone(),
@@ -68,33 +68,24 @@ impl Registry {
         )
     }
 
-    /// Signals every session of these serials; returns how many were told.
-    pub(crate) fn signal<'a>(
-        &self,
-        serials: impl IntoIterator<Item = &'a Serial>,
-        control: Control,
-    ) -> usize {
-        let map = self.lock();
-        let mut n = 0;
-        for serial in serials {
-            if let Some(senders) = map.get(serial) {
-                for tx in senders.values() {
-                    // Full means it was already told something.
-                    let _ = tx.try_send(control);
-                    n += 1;
-                }
-            }
+    /// Tells every session `event` concerns that its certificate was
+    /// revoked; returns how many were told.
+    pub(crate) fn revoke(&self, event: CrlEvent<'_>) -> usize {
+        let index = self.lock();
+        let cut = index.to_cut(event);
+        for (_, e) in &cut {
+            // Full means it was already told something.
+            let _ = e.tx.try_send(Control::Revoked);
         }
-        n
+        cut.len()
     }
 
-    /// Serials with open sessions.
-    pub(crate) fn serials(&self) -> Vec<Serial> {
-        self.lock().keys().copied().collect()
-    }
-
+    /// Tells every session `control`; returns how many were told.
     pub(crate) fn signal_all(&self, control: Control) -> usize {
-        let serials = self.serials();
-        self.signal(serials.iter(), control)
+        let index = self.lock();
+        for e in index.all() {
+            let _ = e.tx.try_send(control);
+        }
+        index.len()
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use gatehouse_auth::RevocationHandle;
 use gatehouse_config::Config;
-use gatehouse_gate::{Policy, PolicyHandle, start_revocation};
+use gatehouse_gate::{CrlEvent, Policy, PolicyHandle, start_revocation};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, broadcast, mpsc};
 
@@ -273,7 +273,7 @@ async fn revocation_kicks(revocation: RevocationHandle, registry: Arc<Registry>)
                 if update.newly_revoked.is_empty() {
                     continue;
                 }
-                let n = registry.signal(update.newly_revoked.iter(), Control::Revoked);
+                let n = registry.revoke(CrlEvent::Revoked(&update.newly_revoked));
                 tracing::info!(
                     newly_revoked = update.newly_revoked.len(),
                     sessions = n,
@@ -281,13 +281,7 @@ async fn revocation_kicks(revocation: RevocationHandle, registry: Arc<Registry>)
                 );
             }
             Err(broadcast::error::RecvError::Lagged(missed)) => {
-                let set = revocation.current();
-                let hit: Vec<_> = registry
-                    .serials()
-                    .into_iter()
-                    .filter(|s| set.contains(s))
-                    .collect();
-                let n = registry.signal(hit.iter(), Control::Revoked);
+                let n = registry.revoke(CrlEvent::Missed(&revocation.current()));
                 tracing::warn!(
                     missed,
                     sessions = n,

@@ -6,9 +6,9 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::time::SystemTime;
 
 use gatehouse_config::{AckMode, IngestSettings};
+use gatehouse_gate::TelemetryTap;
 use gatehouse_ingest::{AckError, AckWaiter, Durability, IngestHandle};
 use prometheus::IntCounterVec;
 use rumqttd::protocol::PubAckReason;
@@ -20,7 +20,7 @@ use crate::session::now_or_never;
 pub(crate) struct Telemetry {
     /// `None` with `[ingest] enabled = false`: nothing is ingested.
     pub(crate) handle: Option<IngestHandle>,
-    filter: String,
+    pub(crate) tap: TelemetryTap,
     durable: bool,
     /// `gatehouse_puback_withheld_total{reason}`.
     pub(crate) withheld: IntCounterVec,
@@ -35,29 +35,14 @@ impl Telemetry {
         Telemetry {
             durable: handle.is_some() && settings.ack == AckMode::Durable,
             handle,
-            filter: settings.topic_filter.clone(),
+            tap: TelemetryTap::new(settings),
             withheld,
         }
-    }
-
-    /// Whether PUBLISHes on `topic` are ingested.
-    pub(crate) fn wants(&self, topic: &str) -> bool {
-        gatehouse_acl::topic_matches_filter(topic, &self.filter)
     }
 
     /// `ingest.ack = "durable"`: QoS 1 PUBACKs wait for the durable ack.
     pub(crate) fn durable(&self) -> bool {
         self.durable
-    }
-
-    /// A record received now from gateway `cn`.
-    pub(crate) fn record(cn: &str, topic: &str, payload: &[u8]) -> gatehouse_ingest::Record {
-        gatehouse_ingest::Record {
-            received_at: SystemTime::now(),
-            gateway_code: cn.to_owned(),
-            topic: topic.to_owned(),
-            payload: payload.to_vec(),
-        }
     }
 }
 

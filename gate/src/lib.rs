@@ -1,6 +1,9 @@
 //! What both shapes — the embedded broker and the Mosquitto plugin — decide
 //! the same way, defined once so they cannot drift:
 //!
+//! * the ordered admission ([`Policy::identify`], [`Policy::check_revocation`],
+//!   [`Policy::check_client_id`], or [`Policy::admit`] for all three) and its
+//!   [`Refusal`], which maps itself to a metric label;
 //! * [`Handshake`]: the outcome of checking a client's certificate (chain,
 //!   identity, validity, revocation), the `result` label of
 //!   `gatehouse_handshakes_total`, with one mapping from `auth`'s errors;
@@ -10,18 +13,28 @@
 //!   and swapped as a whole on reload (SIGHUP in both shapes); a broken file
 //!   keeps the rules in force;
 //! * [`start_revocation`]: the CRL watcher set up once for both shapes;
+//! * [`SessionIndex`]: open sessions by serial and which of them a CRL
+//!   change cuts ([`CrlEvent`]: newly revoked serials, or a rescan after
+//!   missed updates);
+//! * [`TelemetryTap`]: which accepted PUBLISHes become ingest records;
 //! * [`GateMetrics`]: every metric both shapes expose, with names, help and
 //!   label values registered in one place (all label values visible from
 //!   the start), and [`render`], the one `/metrics` body encoder.
 //!
 //! No runtime, no I/O, no unsafe: the shapes own sockets and threads.
 
+mod admission;
 mod metrics;
 mod outcome;
 mod policy;
 mod revocation;
+mod sessions;
+mod tap;
 
+pub use admission::Refusal;
 pub use metrics::{CONTENT_TYPE, GateMetrics, SHARED_METRICS, render};
 pub use outcome::{ConnectRefusal, Handshake};
 pub use policy::{Policy, PolicyError, PolicyHandle, whole_tree_warnings};
 pub use revocation::start_revocation;
+pub use sessions::{CrlEvent, SessionIndex};
+pub use tap::TelemetryTap;

@@ -85,6 +85,12 @@ impl PolicyHandle {
         self.current.load()
     }
 
+    /// The policy in force as an `Arc`, to keep one policy across several
+    /// steps (an admission sees one set of rules even if a reload lands).
+    pub fn load_full(&self) -> Arc<Policy> {
+        self.current.load_full()
+    }
+
     /// Re-reads `path` and, when it and its rules are valid, puts its
     /// `[identity]` and `[acl]` in force; returns the new config so the
     /// shape can say which of its other settings would need a restart. On

@@ -3,8 +3,7 @@
 use std::net::SocketAddr;
 use std::os::raw::c_int;
 
-use gatehouse_acl::ClientIdError;
-use gatehouse_auth::{CrlError, IdentityError, RevocationError};
+use gatehouse_auth::CrlError;
 use gatehouse_config::ConfigError;
 use gatehouse_gate::{ConnectRefusal, Handshake};
 
@@ -51,12 +50,9 @@ pub(crate) enum Refusal {
     NoCertificate,
     #[error(transparent)]
     Certificate(#[from] CertError),
+    /// The gate's ordered admission refused it.
     #[error(transparent)]
-    Identity(#[from] IdentityError),
-    #[error(transparent)]
-    Revoked(#[from] RevocationError),
-    #[error(transparent)]
-    ClientId(#[from] ClientIdError),
+    Gate(#[from] gatehouse_gate::Refusal),
     #[error("Mosquitto could not set the username (error {0})")]
     Username(c_int),
 }
@@ -69,9 +65,7 @@ impl Refusal {
         match self {
             Refusal::NoCertificate => Err(Handshake::NoCert),
             Refusal::Certificate(_) => Err(Handshake::BadChain),
-            Refusal::Identity(e) => Err(Handshake::of_identity(e)),
-            Refusal::Revoked(e) => Err(Handshake::of_revocation(e)),
-            Refusal::ClientId(_) => Ok(ConnectRefusal::ClientId),
+            Refusal::Gate(r) => r.outcome(),
             Refusal::Username(_) => Ok(ConnectRefusal::Internal),
         }
     }

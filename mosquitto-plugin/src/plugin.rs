@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use gatehouse_acl::{Action, Subject};
 use gatehouse_auth::{CrlWatcher, Identity, Kind, RevocationHandle, RevocationUpdate, Serial};
 use gatehouse_config::Config;
-use gatehouse_gate::{Handshake, Policy, PolicyHandle, start_revocation, whole_tree_warnings};
+use gatehouse_gate::{
+    CrlEvent, Handshake, Policy, PolicyHandle, SessionIndex, start_revocation, whole_tree_warnings,
+};
 use time::OffsetDateTime;
 use tokio::sync::broadcast::{Receiver, error::TryRecvError};
 
@@ -43,6 +45,9 @@ struct Session {
 #[derive(Debug)]
 struct State {
     sessions: HashMap<String, Session>,
+    /// The same sessions by certificate serial (client ids): whom a CRL
+    /// change cuts.
+    by_serial: SessionIndex<String>,
     /// Client objects refused at an ACL check (use_identity_as_username):
     /// denied without re-logging until they are gone.
     refused: HashSet<usize>,
@@ -50,6 +55,23 @@ struct State {
     pending_kicks: Vec<String>,
     updates: Receiver<RevocationUpdate>,
     crl_metrics_at: Instant,
+}
+
+impl State {
+    /// Caches `session` under `client_id`; the session it replaces, if any.
+    fn add(&mut self, client_id: String, session: Session) -> Option<Session> {
+        self.by_serial.insert(session.serial, client_id.clone());
+        let old = self.sessions.insert(client_id.clone(), session)?;
+        self.by_serial.remove(&old.serial, |id| *id == client_id);
+        Some(old)
+    }
+
+    /// Forgets the session of `client_id`.
+    fn take(&mut self, client_id: &str) -> Option<Session> {
+        let s = self.sessions.remove(client_id)?;
+        self.by_serial.remove(&s.serial, |id| id == client_id);
+        Some(s)
+    }
 }
 
 /// Settings that take effect only at start-up, to warn when RELOAD sees
@@ -122,6 +144,7 @@ impl Plugin {
         };
         let state = State {
             sessions: HashMap::new(),
+            by_serial: SessionIndex::default(),
             refused: HashSet::new(),
             pending_kicks: Vec::new(),
             updates: revocation.subscribe(),
@@ -161,21 +184,16 @@ impl Plugin {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Certificate → identity → validity, revocation and client-id checks.
-    fn identify(
-        &self,
-        policy: &Policy,
-        client: &Client,
-        client_id: &str,
-    ) -> Result<Identity, Refusal> {
+    /// The gate's ordered admission of the certificate Mosquitto verified:
+    /// identity and validity, revocation, client id.
+    fn identify(&self, client: &Client, client_id: &str) -> Result<Identity, Refusal> {
         let der = client.certificate_der()?.ok_or(Refusal::NoCertificate)?;
-        let identity = policy.classifier.identify(&der)?;
-        identity.check_validity(OffsetDateTime::now_utc())?;
-        self.revocation.check(&identity.serial)?;
-        policy
-            .client_id
-            .check(identity.kind, &identity.cn, client_id)?;
-        Ok(identity)
+        Ok(self.policy.load().admit(
+            &self.revocation,
+            &der,
+            client_id,
+            OffsetDateTime::now_utc(),
+        )?)
     }
 
     fn refuse_log(&self, client_id: &str, when: &str, why: &Refusal) {
@@ -200,7 +218,7 @@ impl Plugin {
         // No client id is refused by the client-id check like an empty one.
         let client_id = client.id().unwrap_or_default();
         let mut state = self.state();
-        let identity = match self.identify(&self.policy.load(), &client, &client_id) {
+        let identity = match self.identify(&client, &client_id) {
             Ok(id) => id,
             Err(why) => {
                 drop(state);
@@ -227,7 +245,7 @@ impl Plugin {
             cn: identity.cn,
             serial: identity.serial,
         };
-        if let Some(old) = state.sessions.insert(client_id, session) {
+        if let Some(old) = state.add(client_id, session) {
             self.metrics.session_closed(old.kind);
         }
     }
@@ -258,7 +276,7 @@ impl Plugin {
             if state.refused.contains(&client.key()) {
                 return ffi::ERR_ACL_DENIED;
             }
-            match self.identify(&self.policy.load(), &client, client_id) {
+            match self.identify(&client, client_id) {
                 Ok(identity) => {
                     self.metrics.gate.handshake(Handshake::Ok);
                     self.insert(&mut state, &client, client_id.to_owned(), identity);
@@ -299,10 +317,7 @@ impl Plugin {
         let Some(telemetry) = &self.telemetry else {
             return;
         };
-        let Ok(topic) = std::str::from_utf8(&message.topic) else {
-            return;
-        };
-        if !telemetry.wants(topic) {
+        if !telemetry.wants(&message.topic) {
             return;
         }
         let Some(client_id) = message.client.id() else {
@@ -337,7 +352,7 @@ impl Plugin {
             }
             session.cn.clone()
         };
-        telemetry.submit(&cn, topic, message.payload);
+        telemetry.submit(&cn, &message.topic, message.payload);
     }
 
     /// MOSQ_EVT_DISCONNECT: forget the client's identity.
@@ -352,7 +367,7 @@ impl Plugin {
             .get(&client_id)
             .is_some_and(|s| s.key == client.key())
         {
-            if let Some(s) = state.sessions.remove(&client_id) {
+            if let Some(s) = state.take(&client_id) {
                 self.metrics.session_closed(s.kind);
             }
         }
@@ -365,30 +380,33 @@ impl Plugin {
         log::drain();
         let kicks = {
             let mut state = self.state();
-            let mut rescan = false;
+            let mut newly_revoked: Vec<Serial> = Vec::new();
+            let mut missed = false;
             loop {
                 match state.updates.try_recv() {
-                    Ok(_) => rescan = true,
-                    // Missed updates: the full rescan below covers them.
-                    Err(TryRecvError::Lagged(_)) => rescan = true,
+                    Ok(update) => newly_revoked.extend_from_slice(&update.newly_revoked),
+                    Err(TryRecvError::Lagged(_)) => missed = true,
                     Err(TryRecvError::Empty | TryRecvError::Closed) => break,
                 }
             }
             let mut kicks: Vec<(String, Option<Serial>)> =
                 state.pending_kicks.drain(..).map(|id| (id, None)).collect();
-            if rescan {
-                let set = self.revocation.current();
-                let revoked: Vec<String> = state
-                    .sessions
-                    .iter()
-                    .filter(|(_, s)| set.contains(&s.serial))
-                    .map(|(id, _)| id.clone())
-                    .collect();
-                for id in revoked {
-                    if let Some(s) = state.sessions.remove(&id) {
-                        self.metrics.session_closed(s.kind);
-                        kicks.push((id, Some(s.serial)));
-                    }
+            let in_force = self.revocation.current();
+            let event = if missed {
+                CrlEvent::Missed(&in_force)
+            } else {
+                CrlEvent::Revoked(&newly_revoked)
+            };
+            let revoked: Vec<String> = state
+                .by_serial
+                .to_cut(event)
+                .into_iter()
+                .map(|(_, id)| id.clone())
+                .collect();
+            for id in revoked {
+                if let Some(s) = state.take(&id) {
+                    self.metrics.session_closed(s.kind);
+                    kicks.push((id, Some(s.serial)));
                 }
             }
             if state.crl_metrics_at.elapsed() >= CRL_METRICS_EVERY {

@@ -12,7 +12,8 @@
 use std::time::Duration;
 
 use gatehouse_config::{IngestSettings, WhenFull};
-use gatehouse_ingest::{IngestHandle, IngestService, Record};
+use gatehouse_gate::TelemetryTap;
+use gatehouse_ingest::{IngestHandle, IngestService};
 
 use crate::error::PluginError;
 
@@ -22,7 +23,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// The ingest service and the runtime it runs on.
 #[derive(Debug)]
 pub(crate) struct Telemetry {
-    filter: String,
+    tap: TelemetryTap,
     handle: IngestHandle,
     service: Option<IngestService>,
     runtime: Option<tokio::runtime::Runtime>,
@@ -52,22 +53,23 @@ impl Telemetry {
         let (handle, service) =
             runtime.block_on(gatehouse_ingest::start(&settings, Some(registry)))?;
         Ok(Telemetry {
-            filter: settings.topic_filter.clone(),
+            tap: TelemetryTap::new(&settings),
             handle,
             service: Some(service),
             runtime: Some(runtime),
         })
     }
 
-    /// Whether `topic` is ingested.
-    pub(crate) fn wants(&self, topic: &str) -> bool {
-        gatehouse_acl::topic_matches_filter(topic, &self.filter)
+    /// Whether `topic` is ingested (checked before anything else).
+    pub(crate) fn wants(&self, topic: &[u8]) -> bool {
+        self.tap.wants(topic)
     }
 
     /// Hands one message to ingest without waiting.
-    pub(crate) fn submit(&self, gateway_code: &str, topic: &str, payload: Vec<u8>) {
-        self.handle
-            .submit(Record::new(gateway_code, topic, payload), None);
+    pub(crate) fn submit(&self, gateway_code: &str, topic: &[u8], payload: Vec<u8>) {
+        if let Some(record) = self.tap.take(gateway_code, topic, payload) {
+            self.handle.submit(record, None);
+        }
     }
 
     /// Flushes what is queued (to the database or the spool) and stops the

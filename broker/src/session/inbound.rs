@@ -324,12 +324,10 @@ impl Session {
     /// QoS 1, returns the waiter that fires once the record is durable. Never
     /// waits longer than ingest's when-full policy allows.
     async fn ingest(&self, telemetry: &Telemetry, publish: &Publish, qos: u8) -> Option<AckWaiter> {
-        let topic = std::str::from_utf8(&publish.topic).ok()?;
         let handle = telemetry.handle.as_ref()?;
-        if !telemetry.wants(topic) {
-            return None;
-        }
-        let record = Telemetry::record(&self.identity.cn, topic, &publish.payload);
+        let record = telemetry
+            .tap
+            .take(&self.identity.cn, &publish.topic, &publish.payload[..])?;
         if qos == 1 && telemetry.durable() {
             let (ack, waiter) = Ack::new();
             handle.submit_async(record, Some(ack)).await;
