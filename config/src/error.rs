@@ -33,7 +33,8 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    /// The file is not valid TOML, has an unknown key or a value of the wrong type.
+    /// The file is not valid TOML, has an unknown key, a value of the wrong
+    /// type, or a value that is none of an enumerated setting's choices.
     #[error("{at}: {message}")]
     Syntax { at: Location, message: String },
     /// The TOML is well-formed but a value is not acceptable.

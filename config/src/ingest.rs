@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::error::ConfigError;
 use crate::load::Validator;
+use crate::raw::choice;
 
 pub(crate) const DATABASE_FILE: &str = "telemetry.db";
 pub(crate) const SPOOL_DIR: &str = "spool";
@@ -39,24 +40,28 @@ pub(crate) struct RawIngest {
     pub reject_table: Option<String>,
     pub topic_filter: Option<String>,
     pub time_field: Option<String>,
-    pub time_format: Option<String>,
+    #[serde(default, deserialize_with = "choice")]
+    pub time_format: Option<TimeFormat>,
     pub batch_rows: Option<i64>,
     pub batch_bytes: Option<i64>,
     pub batch_age: Option<String>,
     pub writers: Option<i64>,
     pub queue_capacity: Option<i64>,
-    pub when_full: Option<String>,
+    #[serde(default, deserialize_with = "choice")]
+    pub when_full: Option<WhenFull>,
     pub block_timeout: Option<String>,
     pub spool_dir: Option<String>,
     pub spool_max_bytes: Option<i64>,
     pub spool_segment_bytes: Option<i64>,
-    pub when_spool_full: Option<String>,
+    #[serde(default, deserialize_with = "choice")]
+    pub when_spool_full: Option<WhenSpoolFull>,
     pub retry_min: Option<String>,
     pub retry_max: Option<String>,
     pub connect_timeout: Option<String>,
     pub write_timeout: Option<String>,
     pub enabled: Option<bool>,
-    pub ack: Option<String>,
+    #[serde(default, deserialize_with = "choice")]
+    pub ack: Option<AckMode>,
     pub chunk_interval: Option<String>,
 }
 
@@ -150,43 +155,54 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// How the time field is read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How the time field is read (`ingest.time_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TimeFormat {
-    /// RFC 3339 string, or a number: epoch milliseconds when its magnitude is
-    /// at least 10^11, else epoch seconds (fractions allowed).
+    /// `"auto"` (default): RFC 3339 string, or a number: epoch milliseconds
+    /// when its magnitude is at least 10^11, else epoch seconds (fractions allowed).
     Auto,
+    /// `"rfc3339"`.
     Rfc3339,
+    /// `"epoch_s"`.
+    #[serde(rename = "epoch_s")]
     EpochSeconds,
+    /// `"epoch_ms"`.
+    #[serde(rename = "epoch_ms")]
     EpochMillis,
 }
 
-/// What `submit` does when the in-memory queue is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What `submit` does when the in-memory queue is full (`ingest.when_full`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum WhenFull {
-    /// Wait for room, at most `block_timeout`; then drop (counted).
+    /// `"block"` (default): wait for room, at most `block_timeout`; then drop (counted).
     Block,
-    /// Append the record to the durable spool instead (replayed later).
+    /// `"spool"`: append the record to the durable spool instead (replayed later).
     Spool,
-    /// Drop the new record (counted).
+    /// `"drop_newest"`: drop the new record (counted).
     DropNewest,
 }
 
-/// What happens when the spool reaches `spool_max_bytes`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What happens when the spool reaches `spool_max_bytes` (`ingest.when_spool_full`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum WhenSpoolFull {
-    /// Refuse new records (their acks fail, they are counted as dropped).
+    /// `"drop_newest"` (default): refuse new records (their acks fail, they
+    /// are counted as dropped).
     DropNewest,
-    /// Delete the oldest segment to make room (its records are counted as dropped).
+    /// `"drop_oldest"`: delete the oldest segment to make room (its records
+    /// are counted as dropped).
     DropOldest,
 }
 
-/// When an acknowledgement fires.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// When an acknowledgement fires (`ingest.ack`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AckMode {
-    /// As soon as the record is accepted into the queue.
+    /// `"none"` (default): as soon as the record is accepted into the queue.
     None,
-    /// Once the record is durable: spool fsync or database commit.
+    /// `"durable"`: once the record is durable: spool fsync or database commit.
     Durable,
 }
 
@@ -244,51 +260,6 @@ impl Validator<'_> {
             Some(f) if f.is_empty() => None,
             Some(f) => Some(f),
         };
-        let time_format = match raw.time_format.as_deref().unwrap_or("auto") {
-            "auto" => TimeFormat::Auto,
-            "rfc3339" => TimeFormat::Rfc3339,
-            "epoch_s" => TimeFormat::EpochSeconds,
-            "epoch_ms" => TimeFormat::EpochMillis,
-            other => {
-                return Err(self.invalid(
-                    "ingest.time_format",
-                    format!(
-                        "expected \"auto\", \"rfc3339\", \"epoch_s\" or \"epoch_ms\", got {other:?}"
-                    ),
-                ));
-            }
-        };
-        let when_full = match raw.when_full.as_deref().unwrap_or("block") {
-            "block" => WhenFull::Block,
-            "spool" => WhenFull::Spool,
-            "drop_newest" => WhenFull::DropNewest,
-            other => {
-                return Err(self.invalid(
-                    "ingest.when_full",
-                    format!("expected \"block\", \"spool\" or \"drop_newest\", got {other:?}"),
-                ));
-            }
-        };
-        let when_spool_full = match raw.when_spool_full.as_deref().unwrap_or("drop_newest") {
-            "drop_newest" => WhenSpoolFull::DropNewest,
-            "drop_oldest" => WhenSpoolFull::DropOldest,
-            other => {
-                return Err(self.invalid(
-                    "ingest.when_spool_full",
-                    format!("expected \"drop_newest\" or \"drop_oldest\", got {other:?}"),
-                ));
-            }
-        };
-        let ack = match raw.ack.as_deref().unwrap_or("none") {
-            "none" => AckMode::None,
-            "durable" => AckMode::Durable,
-            other => {
-                return Err(self.invalid(
-                    "ingest.ack",
-                    format!("expected \"none\" or \"durable\", got {other:?}"),
-                ));
-            }
-        };
         let retry_min = self.duration("ingest.retry_min", raw.retry_min, RETRY_MIN)?;
         let retry_max = self.duration("ingest.retry_max", raw.retry_max, RETRY_MAX)?;
         if retry_max < retry_min {
@@ -321,7 +292,7 @@ impl Validator<'_> {
             reject_table,
             topic_filter,
             time_field,
-            time_format,
+            time_format: raw.time_format.unwrap_or(TimeFormat::Auto),
             batch_rows: self.positive(
                 "ingest.batch_rows",
                 raw.batch_rows,
@@ -342,7 +313,7 @@ impl Validator<'_> {
                 QUEUE_CAPACITY,
                 100_000_000,
             )?,
-            when_full,
+            when_full: raw.when_full.unwrap_or(WhenFull::Block),
             block_timeout: self.duration(
                 "ingest.block_timeout",
                 raw.block_timeout,
@@ -353,7 +324,7 @@ impl Validator<'_> {
                 .unwrap_or_else(|| data_dir.join(SPOOL_DIR)),
             spool_max_bytes,
             spool_segment_bytes,
-            when_spool_full,
+            when_spool_full: raw.when_spool_full.unwrap_or(WhenSpoolFull::DropNewest),
             retry_min,
             retry_max,
             connect_timeout: self.duration(
@@ -367,7 +338,7 @@ impl Validator<'_> {
                 WRITE_TIMEOUT,
             )?,
             enabled: raw.enabled.unwrap_or(true),
-            ack,
+            ack: raw.ack.unwrap_or(AckMode::None),
             chunk_interval: self.duration(
                 "ingest.chunk_interval",
                 raw.chunk_interval,

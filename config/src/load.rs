@@ -8,7 +8,7 @@ use toml::de::{DeTable, DeValue};
 
 use crate::defaults as d;
 use crate::error::{ConfigError, Location};
-use crate::raw::{RawConfig, RawKindRules};
+use crate::raw::{ClassifyMode, RawConfig, RawKindRules};
 use crate::rule::{parse_rule, significant_levels};
 use crate::settings::*;
 
@@ -73,6 +73,8 @@ fn syntax_error(text: &str, origin: &str, e: &toml::de::Error) -> ConfigError {
     let message = e.message().trim().to_string();
     let message = if message.starts_with("unknown field") {
         format!("{message} (remove or rename it; config/gatehouse.example.toml lists every key)")
+    } else if let Some(meaning) = key.as_deref().and_then(choices_meaning) {
+        format!("{message} ({meaning})")
     } else {
         message
     };
@@ -83,6 +85,18 @@ fn syntax_error(text: &str, origin: &str, e: &toml::de::Error) -> ConfigError {
             key,
         },
         message,
+    }
+}
+
+/// What the values of an enumerated key mean, where their names alone do not
+/// say; added to any error about that key (e.g. an unknown value).
+fn choices_meaning(key: &str) -> Option<&'static str> {
+    match key {
+        "identity.operational_client_id" => {
+            Some("\"cn\": the client id must equal the certificate CN")
+        }
+        "identity.bootstrap_client_id" => Some("\"mac\": the client id must be aa:bb:cc:dd:ee:ff"),
+        _ => None,
     }
 }
 
@@ -311,20 +325,23 @@ impl Validator<'_> {
     }
 
     fn identity(&self, raw: crate::raw::RawIdentity) -> Result<IdentitySettings, ConfigError> {
-        let mode = raw.classify.as_deref().unwrap_or("subject_ou");
+        let mode = raw.classify.unwrap_or(ClassifyMode::SubjectOu);
         // Keys that belong to another mode are a mistake worth naming.
         let stray = |key: &str, present: bool| -> Result<(), ConfigError> {
             if present {
                 Err(self.invalid(
                     &format!("identity.{key}"),
-                    format!("`{key}` is not used with classify = \"{mode}\"; remove it or change classify"),
+                    format!(
+                        "`{key}` is not used with classify = \"{}\"; remove it or change classify",
+                        mode.name()
+                    ),
                 ))
             } else {
                 Ok(())
             }
         };
         let classify = match mode {
-            "subject_ou" => {
+            ClassifyMode::SubjectOu => {
                 stray("bootstrap_ca", raw.bootstrap_ca.is_some())?;
                 stray("operational_ca", raw.operational_ca.is_some())?;
                 stray(
@@ -349,7 +366,7 @@ impl Validator<'_> {
                     operational_ou,
                 }
             }
-            "issuer" => {
+            ClassifyMode::Issuer => {
                 stray("bootstrap_ou", raw.bootstrap_ou.is_some())?;
                 stray("operational_ou", raw.operational_ou.is_some())?;
                 stray(
@@ -377,7 +394,7 @@ impl Validator<'_> {
                     operational_ca,
                 }
             }
-            "fingerprint" => {
+            ClassifyMode::Fingerprint => {
                 stray("bootstrap_ou", raw.bootstrap_ou.is_some())?;
                 stray("operational_ou", raw.operational_ou.is_some())?;
                 stray("bootstrap_ca", raw.bootstrap_ca.is_some())?;
@@ -403,39 +420,15 @@ impl Validator<'_> {
                     bootstrap_fingerprints: fps,
                 }
             }
-            other => {
-                return Err(self.invalid(
-                    "identity.classify",
-                    format!(
-                        "expected \"subject_ou\", \"issuer\" or \"fingerprint\", got {other:?}"
-                    ),
-                ));
-            }
-        };
-        let operational_client_id = match raw.operational_client_id.as_deref().unwrap_or("cn") {
-            "cn" => OperationalClientId::MustEqualCn,
-            "any" => OperationalClientId::Any,
-            other => {
-                return Err(self.invalid(
-                    "identity.operational_client_id",
-                    format!("expected \"cn\" (client id must equal the certificate CN) or \"any\", got {other:?}"),
-                ));
-            }
-        };
-        let bootstrap_client_id = match raw.bootstrap_client_id.as_deref().unwrap_or("mac") {
-            "mac" => BootstrapClientId::MustBeMac,
-            "any" => BootstrapClientId::Any,
-            other => {
-                return Err(self.invalid(
-                    "identity.bootstrap_client_id",
-                    format!("expected \"mac\" (client id must be aa:bb:cc:dd:ee:ff) or \"any\", got {other:?}"),
-                ));
-            }
         };
         Ok(IdentitySettings {
             classify,
-            operational_client_id,
-            bootstrap_client_id,
+            operational_client_id: raw
+                .operational_client_id
+                .unwrap_or(OperationalClientId::MustEqualCn),
+            bootstrap_client_id: raw
+                .bootstrap_client_id
+                .unwrap_or(BootstrapClientId::MustBeMac),
         })
     }
 

@@ -1,6 +1,10 @@
 //! The file as written: every field optional, unknown keys refused.
+//! Enumerated settings are read straight into their enums with [`choice`].
+
+use std::fmt;
 
 use serde::Deserialize;
+use serde::de::{self, Deserializer, value::StrDeserializer};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,14 +44,17 @@ pub(crate) struct RawTls {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawIdentity {
-    pub classify: Option<String>,
+    #[serde(default, deserialize_with = "choice")]
+    pub classify: Option<ClassifyMode>,
     pub bootstrap_ou: Option<String>,
     pub operational_ou: Option<String>,
     pub bootstrap_ca: Option<String>,
     pub operational_ca: Option<String>,
     pub bootstrap_fingerprints: Option<Vec<String>>,
-    pub operational_client_id: Option<String>,
-    pub bootstrap_client_id: Option<String>,
+    #[serde(default, deserialize_with = "choice")]
+    pub operational_client_id: Option<crate::OperationalClientId>,
+    #[serde(default, deserialize_with = "choice")]
+    pub bootstrap_client_id: Option<crate::BootstrapClientId>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -68,3 +75,70 @@ pub(crate) struct RawKindRules {
     pub subscribe: Option<Vec<String>>,
     pub receive: Option<Vec<String>>,
 }
+
+/// `identity.classify` as written; the keys that go with it make it a
+/// [`crate::Classification`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ClassifyMode {
+    SubjectOu,
+    Issuer,
+    Fingerprint,
+}
+
+impl ClassifyMode {
+    /// The value as written in the file, for messages.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            ClassifyMode::SubjectOu => "subject_ou",
+            ClassifyMode::Issuer => "issuer",
+            ClassifyMode::Fingerprint => "fingerprint",
+        }
+    }
+}
+
+/// Reads an enumerated setting (`#[serde(default, deserialize_with = "choice")]`):
+/// a string naming one variant of `T`, as its derived `Deserialize` spells
+/// them. Any other string is refused with `expected "a", "b" or "c", got "x"`
+/// (names written as in TOML); a value that is not a string gets serde's
+/// usual "invalid type: …, expected a string", so TOML's enum-as-table form
+/// (`key = { a = {} }`) is not a second spelling.
+pub(crate) fn choice<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    let Some(text) = Option::<String>::deserialize(d)? else {
+        return Ok(None);
+    };
+    T::deserialize(StrDeserializer::<BadChoice>::new(&text))
+        .map(Some)
+        .map_err(|BadChoice(message)| de::Error::custom(message))
+}
+
+/// Why a string named none of an enum's variants.
+#[derive(Debug)]
+struct BadChoice(String);
+
+impl de::Error for BadChoice {
+    fn custom<M: fmt::Display>(message: M) -> Self {
+        BadChoice(message.to_string())
+    }
+
+    fn unknown_variant(got: &str, expected: &'static [&'static str]) -> Self {
+        let quoted: Vec<String> = expected.iter().map(|name| format!("{name:?}")).collect();
+        let list = match quoted.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+            _ => quoted.concat(),
+        };
+        BadChoice(format!("expected {list}, got {got:?}"))
+    }
+}
+
+impl fmt::Display for BadChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadChoice {}

@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use serde::Deserialize;
+
 /// The whole validated configuration, shared by the embedded broker and the
 /// Mosquitto plugin.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,21 +74,25 @@ pub enum Classification {
     },
 }
 
-/// Client-id rule for operational certificates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Client-id rule for operational certificates (`identity.operational_client_id`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum OperationalClientId {
-    /// The MQTT client id must equal the certificate's subject CN (default).
+    /// `"cn"`: the MQTT client id must equal the certificate's subject CN (default).
+    #[serde(rename = "cn")]
     MustEqualCn,
-    /// Any client id (ACLs still use the CN).
+    /// `"any"`: any client id (ACLs still use the CN).
+    #[serde(rename = "any")]
     Any,
 }
 
-/// Client-id rule for bootstrap certificates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Client-id rule for bootstrap certificates (`identity.bootstrap_client_id`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum BootstrapClientId {
-    /// The client id must be a MAC address `aa:bb:cc:dd:ee:ff` (default).
+    /// `"mac"`: the client id must be a MAC address `aa:bb:cc:dd:ee:ff` (default).
+    #[serde(rename = "mac")]
     MustBeMac,
-    /// Any client id.
+    /// `"any"`: any client id.
+    #[serde(rename = "any")]
     Any,
 }
 

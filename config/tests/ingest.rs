@@ -90,6 +90,60 @@ fn bad_enums_name_the_choices() {
 }
 
 #[test]
+fn every_documented_enum_value_parses() {
+    let cases = [
+        ("time_format = \"auto\"", TimeFormat::Auto),
+        ("time_format = \"rfc3339\"", TimeFormat::Rfc3339),
+        ("time_format = \"epoch_s\"", TimeFormat::EpochSeconds),
+        ("time_format = \"epoch_ms\"", TimeFormat::EpochMillis),
+    ];
+    for (line, want) in cases {
+        let c = parse(&format!("[ingest]\n{line}\n")).unwrap();
+        assert_eq!(c.ingest.time_format, want, "{line}");
+    }
+    for (value, want) in [
+        ("block", WhenFull::Block),
+        ("spool", WhenFull::Spool),
+        ("drop_newest", WhenFull::DropNewest),
+    ] {
+        let c = parse(&format!("[ingest]\nwhen_full = {value:?}\n")).unwrap();
+        assert_eq!(c.ingest.when_full, want, "{value}");
+    }
+    for (value, want) in [
+        ("drop_newest", WhenSpoolFull::DropNewest),
+        ("drop_oldest", WhenSpoolFull::DropOldest),
+    ] {
+        let c = parse(&format!("[ingest]\nwhen_spool_full = {value:?}\n")).unwrap();
+        assert_eq!(c.ingest.when_spool_full, want, "{value}");
+    }
+    for (value, want) in [("none", AckMode::None), ("durable", AckMode::Durable)] {
+        let c = parse(&format!("ingest.ack = {value:?}\n")).unwrap();
+        assert_eq!(c.ingest.ack, want, "{value}");
+    }
+}
+
+#[test]
+fn enum_values_are_plain_lower_case_strings() {
+    // Line and key are found wherever the value is written.
+    let e = err("# queue\n[ingest]\nwriters = 2\nwhen_full = \"Block\"\n");
+    assert_eq!(
+        e.to_string(),
+        "test.toml:4: key `ingest.when_full`: expected \"block\", \"spool\" or \"drop_newest\", got \"Block\""
+    );
+    let e = err("ingest = { ack = \"\" }\n");
+    assert_eq!(e.key(), Some("ingest.ack"));
+    assert!(e.to_string().contains("got \"\""), "{e}");
+    // Not a string: the type is named, as for any other key.
+    let e = err("[ingest]\nack = 1\n");
+    assert_eq!(e.key(), Some("ingest.ack"));
+    assert!(e.to_string().contains("expected a string"), "{e}");
+    // TOML's enum-as-table form is not a second spelling.
+    let e = err("[ingest]\nack = { durable = {} }\n");
+    assert_eq!(e.key(), Some("ingest.ack"));
+    assert!(e.to_string().contains("expected a string"), "{e}");
+}
+
+#[test]
 fn bad_table_names_are_refused() {
     for bad in ["", "Tele", "a;drop", "a.b.c", "1abc", "a b"] {
         let e = err(&format!("[ingest]\ntable = {bad:?}\n"));

@@ -218,6 +218,19 @@ fn unknown_classification_mode() {
     assert_eq!(e.key(), Some("identity.classify"));
     assert_eq!(e.line(), Some(2));
     assert!(e.to_string().contains("\"subject_ou\""), "{e}");
+    let e = err("[identity]\nclassify = \"ou\"\n");
+    assert_eq!(
+        e.to_string(),
+        "test.toml:2: key `identity.classify`: expected \"subject_ou\", \"issuer\" or \"fingerprint\", got \"ou\""
+    );
+    // The other keys of a mode are checked once classify names one.
+    let e = err("[identity]\nclassify = \"fingerprint\"\nbootstrap_ou = \"x\"\n");
+    assert_eq!(e.key(), Some("identity.bootstrap_ou"));
+    assert!(
+        e.to_string()
+            .contains("not used with classify = \"fingerprint\""),
+        "{e}"
+    );
 }
 
 #[test]
@@ -284,6 +297,24 @@ fn client_id_policies() {
     assert_eq!(c.identity.bootstrap_client_id, BootstrapClientId::Any);
     let e = err("[identity]\nbootstrap_client_id = \"serial\"\n");
     assert_eq!(e.key(), Some("identity.bootstrap_client_id"));
+    assert_eq!(e.line(), Some(2));
+    let msg = e.to_string();
+    assert!(
+        msg.contains("expected \"mac\" or \"any\", got \"serial\""),
+        "{msg}"
+    );
+    assert!(msg.contains("aa:bb:cc:dd:ee:ff"), "{msg}");
+    let e = err("[identity]\n\noperational_client_id = \"CN\"\n");
+    assert_eq!(e.key(), Some("identity.operational_client_id"));
+    assert_eq!(e.line(), Some(3));
+    assert!(e.to_string().contains("certificate CN"), "{e}");
+    let c = parse("[identity]\noperational_client_id = \"cn\"\nbootstrap_client_id = \"mac\"\n")
+        .unwrap();
+    assert_eq!(
+        c.identity.operational_client_id,
+        OperationalClientId::MustEqualCn
+    );
+    assert_eq!(c.identity.bootstrap_client_id, BootstrapClientId::MustBeMac);
 }
 
 #[test]
