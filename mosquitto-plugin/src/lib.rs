@@ -217,85 +217,98 @@ unsafe fn plugin<'a>(userdata: *mut c_void) -> Option<&'a Plugin> {
     unsafe { userdata.cast::<Loaded>().as_ref() }.map(|l| &l.plugin)
 }
 
-unsafe extern "C" fn on_basic_auth(
-    _event: c_int,
-    data: *mut c_void,
-    userdata: *mut c_void,
-) -> c_int {
-    ffi::guard(ffi::ERR_AUTH, || {
-        // SAFETY: Mosquitto passes the userdata we registered and the
-        // BASIC_AUTH event struct for this call.
-        let (Some(plugin), Some(client)) = (unsafe { plugin(userdata) }, unsafe {
-            ffi::basic_auth_client(data)
-        }) else {
-            return ffi::ERR_AUTH;
-        };
-        plugin.basic_auth(client)
-    })
-}
-
-unsafe extern "C" fn on_acl_check(
-    _event: c_int,
-    data: *mut c_void,
-    userdata: *mut c_void,
-) -> c_int {
-    ffi::guard(ffi::ERR_ACL_DENIED, || {
-        // SAFETY: our userdata and the ACL_CHECK event struct for this call.
-        let (Some(plugin), Some(check)) = (unsafe { plugin(userdata) }, unsafe {
-            ffi::acl_check_event(data)
-        }) else {
-            return ffi::ERR_ACL_DENIED;
-        };
-        plugin.acl_check(check)
-    })
-}
-
-unsafe extern "C" fn on_tick(_event: c_int, _data: *mut c_void, userdata: *mut c_void) -> c_int {
-    ffi::guard(ffi::ERR_UNKNOWN, || {
-        // SAFETY: our userdata.
-        if let Some(plugin) = unsafe { plugin(userdata) } {
-            plugin.tick();
+/// Generates an event callback: the whole body runs under
+/// [`ffi::guard`] (a panic returns `guard`'s code to Mosquitto instead of
+/// unwinding into C); the userdata and, for events that carry one, the event
+/// struct are decoded, and when either is missing the callback returns
+/// `missing` without calling the plugin.
+macro_rules! event_callback {
+    ($name:ident, guard = $on_panic:expr, missing = $missing:expr, data = $decode:path,
+     |$plugin:ident, $arg:ident| $body:expr) => {
+        unsafe extern "C" fn $name(
+            _event: c_int,
+            data: *mut c_void,
+            userdata: *mut c_void,
+        ) -> c_int {
+            ffi::guard($on_panic, || {
+                // SAFETY: Mosquitto calls a callback with the userdata it was
+                // registered with (our live `Loaded`, see `plugin`) and, as
+                // `data`, the event struct of the event it was registered
+                // for, which is what `$decode` reads.
+                let decoded = unsafe { (plugin(userdata), $decode(data)) };
+                let (Some($plugin), Some($arg)) = decoded else {
+                    return $missing;
+                };
+                $body
+            })
         }
-        ffi::SUCCESS
-    })
+    };
+    ($name:ident, guard = $on_panic:expr, |$plugin:ident| $body:expr) => {
+        unsafe extern "C" fn $name(
+            _event: c_int,
+            _data: *mut c_void,
+            userdata: *mut c_void,
+        ) -> c_int {
+            ffi::guard($on_panic, || {
+                // SAFETY: Mosquitto calls a callback with the userdata it was
+                // registered with (our live `Loaded`, see `plugin`).
+                let Some($plugin) = (unsafe { plugin(userdata) }) else {
+                    return ffi::SUCCESS;
+                };
+                $body
+            })
+        }
+    };
 }
 
-unsafe extern "C" fn on_disconnect(
-    _event: c_int,
-    data: *mut c_void,
-    userdata: *mut c_void,
-) -> c_int {
-    ffi::guard(ffi::ERR_UNKNOWN, || {
-        // SAFETY: our userdata and the DISCONNECT event struct for this call.
-        if let (Some(plugin), Some(client)) = (unsafe { plugin(userdata) }, unsafe {
-            ffi::disconnect_client(data)
-        }) {
-            plugin.disconnect(client);
-        }
-        ffi::SUCCESS
-    })
-}
+// A refused or undecodable CONNECT is "not authorized".
+event_callback!(
+    on_basic_auth,
+    guard = ffi::ERR_AUTH,
+    missing = ffi::ERR_AUTH,
+    data = ffi::basic_auth_client,
+    |plugin, client| plugin.basic_auth(client)
+);
 
-unsafe extern "C" fn on_reload(_event: c_int, _data: *mut c_void, userdata: *mut c_void) -> c_int {
-    ffi::guard(ffi::ERR_UNKNOWN, || {
-        // SAFETY: our userdata. (Mosquitto 2.0 passes no options on reload;
-        // the config path from init is used.)
-        if let Some(plugin) = unsafe { plugin(userdata) } {
-            plugin.reload();
-        }
-        ffi::SUCCESS
-    })
-}
+// Anything undecidable is denied.
+event_callback!(
+    on_acl_check,
+    guard = ffi::ERR_ACL_DENIED,
+    missing = ffi::ERR_ACL_DENIED,
+    data = ffi::acl_check_event,
+    |plugin, check| plugin.acl_check(check)
+);
 
-unsafe extern "C" fn on_message(_event: c_int, data: *mut c_void, userdata: *mut c_void) -> c_int {
-    // A failure here must not refuse the message: ingest is a copy.
-    ffi::guard(ffi::SUCCESS, || {
-        // SAFETY: our userdata and the MESSAGE event struct for this call.
-        if let (Some(plugin), Some(message)) = (unsafe { plugin(userdata) }, unsafe {
-            ffi::message_event(data)
-        }) {
-            plugin.message(message);
-        }
+event_callback!(on_tick, guard = ffi::ERR_UNKNOWN, |plugin| {
+    plugin.tick();
+    ffi::SUCCESS
+});
+
+event_callback!(
+    on_disconnect,
+    guard = ffi::ERR_UNKNOWN,
+    missing = ffi::SUCCESS,
+    data = ffi::disconnect_client,
+    |plugin, client| {
+        plugin.disconnect(client);
         ffi::SUCCESS
-    })
-}
+    }
+);
+
+// Mosquitto 2.0 passes no options on reload: the config path from init is used.
+event_callback!(on_reload, guard = ffi::ERR_UNKNOWN, |plugin| {
+    plugin.reload();
+    ffi::SUCCESS
+});
+
+// A failure here must not refuse the message: ingest is a copy.
+event_callback!(
+    on_message,
+    guard = ffi::SUCCESS,
+    missing = ffi::SUCCESS,
+    data = ffi::message_event,
+    |plugin, message| {
+        plugin.message(message);
+        ffi::SUCCESS
+    }
+);
