@@ -170,10 +170,9 @@ async fn bad_connections_are_closed_alone_while_100_clients_keep_working() {
     // session (also operational) is counted until its task has finished
     // closing, a moment after the protocol error is counted: wait for 100,
     // which a lost good client would never reach.
-    b.wait_metric(
-        "gatehouse_sessions_active{kind=\"operational\"}",
-        |v| v == 100.0,
-    );
+    b.wait_metric("gatehouse_sessions_active{kind=\"operational\"}", |v| {
+        v == 100.0
+    });
     all_receive(&b, &pki, &mut clients, &topic, "after").await;
     for (i, c) in clients.iter_mut().enumerate() {
         assert!(
