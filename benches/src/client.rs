@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use gatehouse_tests::raw::ConnectOpts;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpSocket;
@@ -72,9 +73,12 @@ async fn connect_inner(
         .await
         .map_err(|_| Fail::Tls)?;
     // Keepalive 600 s: long enough that no PINGREQ is ever due in a run.
-    s.write_all(&gatehouse_tests::mqtt::connect_packet_v4(client_id, 600))
-        .await
-        .map_err(|_| Fail::Closed)?;
+    s.write_all(&gatehouse_tests::raw::connect(&ConnectOpts {
+        keepalive: 600,
+        ..ConnectOpts::new(4, client_id)
+    }))
+    .await
+    .map_err(|_| Fail::Closed)?;
     let mut ack = [0u8; 4];
     s.read_exact(&mut ack).await.map_err(|_| Fail::Closed)?;
     match ack {

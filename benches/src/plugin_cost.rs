@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use gatehouse_tests::conn::{Conn, Credentials};
 use gatehouse_tests::mosquitto::{Mosquitto, Options};
+use gatehouse_tests::mqtt::{Credentials, V5};
 use gatehouse_tests::pki::{Client, Pki};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
@@ -35,7 +35,7 @@ async fn round(mosq: &Mosquitto, clients: &[Client], secs: u64) -> Result<f64, S
             cert: &c.cert_path,
             key: &c.key_path,
         };
-        let mut conn = Conn::connect(&mosq.endpoint(), &c.client_id, Some(creds))
+        let mut conn = V5::connect(&mosq.endpoint(), &c.client_id, Some(creds))
             .await
             .map_err(|e| format!("{}: connect: {e:?}", c.client_id))?;
         let filter = format!("telemetry/{}/#", c.client_id);

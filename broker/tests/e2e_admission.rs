@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use common::{ANY_CLIENT_ID, LONG, exe};
 use gatehouse_tests::broker::BrokerProcess;
-use gatehouse_tests::mqtt::{RawTls, connect_packet_v4, connect_v4, connect_v5};
+use gatehouse_tests::mqtt::{connect_v4, connect_v5};
 use gatehouse_tests::pki::{Client, GATEWAY_CODE, Pki};
+use gatehouse_tests::raw::{self, ConnectOpts, Frame, Raw, kind};
 use rumqttc::v5::mqttbytes::v5::DisconnectReasonCode;
 
 async fn refused(b: &BrokerProcess, pki: &Pki, cert: Option<&Client>, id: &str, label: &str) {
@@ -232,18 +233,24 @@ async fn duplicate_client_id_takes_the_session_over() {
 async fn keepalive_is_enforced() {
     let pki = Pki::generate();
     let b = BrokerProcess::start(exe(), &pki, "");
-    let mut raw = RawTls::connect(b.mqtt, &pki, &pki.operational)
-        .await
-        .unwrap();
-    raw.send(&connect_packet_v4(GATEWAY_CODE, 1)).await.unwrap();
+    let mut raw = Raw::open(b.mqtt, &pki, &pki.operational, 4).await;
+    raw.send(&raw::connect(&ConnectOpts {
+        keepalive: 1,
+        ..ConnectOpts::new(4, GATEWAY_CODE)
+    }))
+    .await;
     let started = Instant::now();
     let got = raw
         .closed_within(Duration::from_secs(5))
         .await
         .expect("silent client closed");
     assert_eq!(
-        &got[..4],
-        &[0x20, 0x02, 0x00, 0x00],
+        got.frames.first(),
+        Some(&Frame {
+            kind: kind::CONNACK,
+            flags: 0,
+            body: vec![0x00, 0x00]
+        }),
         "CONNACK accepted first"
     );
     let after = started.elapsed();
@@ -337,9 +344,7 @@ async fn ca_bundle_and_server_certificate_reload_live() {
     replace(&pki.server.cert_path, fresh.cert_pem.as_bytes());
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let raw = RawTls::connect(b.mqtt, &pki, &pki.operational)
-            .await
-            .unwrap();
+        let raw = Raw::open(b.mqtt, &pki, &pki.operational, 4).await;
         let served = raw.stream.get_ref().1.peer_certificates().unwrap()[0].to_vec();
         if served == fresh.cert_der {
             break;

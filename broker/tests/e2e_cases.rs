@@ -11,8 +11,8 @@ use gatehouse_tests::acl_cases::{
     shared_series,
 };
 use gatehouse_tests::broker::BrokerProcess;
-use gatehouse_tests::conn::Endpoint;
 use gatehouse_tests::mosquitto::{http_get, start_with_metrics};
+use gatehouse_tests::mqtt::Endpoint;
 use gatehouse_tests::pki::Pki;
 
 fn target(broker: &BrokerProcess, pki: &Pki) -> Target {

@@ -57,8 +57,12 @@ struct Tally {
 /// ... until the connection dies, matching each PUBACK to its message by
 /// packet id (rumqttc sends PUBLISHes in request order and reuses a packet
 /// id only after its PUBACK). `acks` counts PUBACKs across publishers.
-fn publish_until_gone(c: V4, cn: String, acks: Arc<AtomicU64>) -> tokio::task::JoinHandle<Tally> {
-    let V4 { client, mut events } = c;
+fn publish_until_gone(
+    mut c: V4,
+    cn: String,
+    acks: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<Tally> {
+    let client = c.client.clone();
     let topic = format!("telemetry/{cn}/data");
     let sender = tokio::spawn(async move {
         for seq in 0u64.. {
@@ -75,7 +79,7 @@ fn publish_until_gone(c: V4, cn: String, acks: Arc<AtomicU64>) -> tokio::task::J
     tokio::spawn(async move {
         let mut tally = Tally::default();
         let mut in_flight: HashMap<u16, u64> = HashMap::new();
-        while let Some(Ok(event)) = events.recv().await {
+        while let Some(Ok(event)) = c.event().await {
             match event {
                 Event::Outgoing(Outgoing::Publish(pkid)) => {
                     in_flight.insert(pkid, tally.sent);

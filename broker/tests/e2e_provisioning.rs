@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use common::{LONG, exe};
 use gatehouse_auth::{CrlVerifier, RevocationSet, Serial};
 use gatehouse_tests::broker::{BrokerProcess, free_port};
-use gatehouse_tests::mqtt::{V5, connect_v5_tls, rumqttc_tls_pem};
+use gatehouse_tests::mqtt::V5;
 use gatehouse_tests::pki::Pki;
 use gatehouse_tests::postgres::Postgres;
-use gatehouse_tests::provisioning::{csr_p256, https_client, unzip};
+use gatehouse_tests::provisioning::{csr_p256, https_client, tls_client_config, unzip};
 use rumqttc::v5::ConnectionError;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{DisconnectReasonCode, Packet, PubAckReason};
@@ -183,13 +183,8 @@ impl Fleet {
     }
 
     async fn connect(&self, cert: &str, key: &str, id: &str) -> Result<V5, ConnectionError> {
-        connect_v5_tls(
-            self.broker.mqtt,
-            rumqttc_tls_pem(&self.ca_pem, cert, key),
-            id,
-            |_| {},
-        )
-        .await
+        let tls = tls_client_config(&self.ca_pem, Some((cert, key)));
+        V5::open("localhost", self.broker.mqtt.port(), tls, id, |_| {}).await
     }
 
     fn crl(&self) -> RevocationSet {

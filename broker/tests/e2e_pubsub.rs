@@ -5,8 +5,9 @@ mod common;
 
 use common::{ANY_CLIENT_ID, LONG, SHORT, exe};
 use gatehouse_tests::broker::BrokerProcess;
-use gatehouse_tests::mqtt::{connect_v4, connect_v5};
+use gatehouse_tests::mqtt::{V5, connect_v4, connect_v5};
 use gatehouse_tests::pki::{BOOTSTRAP_MAC, GATEWAY_CODE, Pki};
+use gatehouse_tests::raw::{self, ConnectOpts, Raw};
 use rumqttc::v5::ConnectionError as CE5;
 use rumqttc::v5::mqttbytes::QoS as Q5;
 use rumqttc::v5::mqttbytes::v5::{Packet as P5, PubAckReason, SubscribeReasonCode as Sub5};
@@ -409,41 +410,17 @@ async fn retained_and_will_messages() {
     }
 
     // Allowed will: published when the connection drops without DISCONNECT.
-    let mut raw = gatehouse_tests::mqtt::RawTls::connect(b.mqtt, &pki, &pki.operational)
-        .await
-        .unwrap();
-    raw.send(&will_connect(&status)).await.unwrap();
+    let mut raw = Raw::open(b.mqtt, &pki, &pki.operational, 4).await;
+    raw.send(&raw::connect(&ConnectOpts {
+        keepalive: 60,
+        will: Some((&status, b"lost-raw", 0)),
+        ..ConnectOpts::new(4, "GW0001-EEFF-raw")
+    }))
+    .await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     drop(raw); // TCP close without DISCONNECT
     let got = late.next_publish(LONG).await.expect("will delivered");
     assert_eq!(&got.payload[..], b"lost-raw");
-}
-
-/// A v3.1.1 CONNECT (client id GW0001-EEFF-raw) with a QoS 0 will.
-fn will_connect(topic: &str) -> Vec<u8> {
-    let mut vh = vec![
-        0x00,
-        0x04,
-        b'M',
-        b'Q',
-        b'T',
-        b'T',
-        0x04,
-        0b0000_0110,
-        0x00,
-        0x3c,
-    ];
-    for field in [
-        b"GW0001-EEFF-raw".as_slice(),
-        topic.as_bytes(),
-        b"lost-raw".as_slice(),
-    ] {
-        vh.extend_from_slice(&(field.len() as u16).to_be_bytes());
-        vh.extend_from_slice(field);
-    }
-    let mut p = vec![0x10, vh.len() as u8];
-    p.extend(vh);
-    p
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -461,7 +438,7 @@ async fn persistent_session_gets_what_was_published_while_offline() {
     c.wait_for(LONG, |p| matches!(p, P4::SubAck(_)).then_some(()))
         .await
         .unwrap();
-    c.client.disconnect().await.unwrap();
+    c.disconnect().await;
     b.wait_metric("gatehouse_sessions_active{kind=\"operational\"}", |v| {
         v == 0.0
     });
@@ -612,7 +589,7 @@ async fn receive_rule_filters_every_delivered_message() {
 }
 
 /// The next PUBACK `c` receives is 0x87 (not authorized).
-async fn expect_puback_not_authorized(c: &mut gatehouse_tests::mqtt::V5, what: &str) {
+async fn expect_puback_not_authorized(c: &mut V5, what: &str) {
     let reason = c.next_puback_reason(LONG).await;
     assert!(
         matches!(reason, Ok(Some(PubAckReason::NotAuthorized))),
@@ -621,7 +598,7 @@ async fn expect_puback_not_authorized(c: &mut gatehouse_tests::mqtt::V5, what: &
 }
 
 /// The next SUBACK `c` receives refuses its one filter with 0x87.
-async fn expect_suback_not_authorized(c: &mut gatehouse_tests::mqtt::V5, what: &str) {
+async fn expect_suback_not_authorized(c: &mut V5, what: &str) {
     let codes = c.next_suback_codes(LONG).await;
     assert!(
         matches!(&codes, Ok(Some(c)) if c[..] == [Sub5::NotAuthorized]),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::exe;
 use gatehouse_tests::acl_cases::{Fixtures, Refusal, Reloader, Target, run_reload_case};
 use gatehouse_tests::broker::BrokerProcess;
-use gatehouse_tests::conn::Endpoint;
+use gatehouse_tests::mqtt::Endpoint;
 use gatehouse_tests::pki::Pki;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use gatehouse_acl::Action;
 
-use crate::conn::{Conn, ConnectError, Credentials, Endpoint};
+use crate::mqtt::{Credentials, Endpoint, V5};
 use crate::pki::{BOOTSTRAP_MAC, Client, GATEWAY_CODE, Pki};
 
 /// Gateway code of the second good operational client ([`Fixtures`]).
@@ -401,12 +401,16 @@ pub struct Target {
 const NOT_DELIVERED_WAIT: Duration = Duration::from_millis(400);
 const DELIVERED_WAIT: Duration = Duration::from_secs(3);
 
-async fn connect(target: &Target, fx: &Fixtures<'_>, who: Who) -> Result<Conn, ConnectError> {
+async fn connect(
+    target: &Target,
+    fx: &Fixtures<'_>,
+    who: Who,
+) -> Result<V5, rumqttc::v5::ConnectionError> {
     let (id, creds) = fx.of(who);
-    Conn::connect(&target.endpoint, &id, creds).await
+    V5::connect(&target.endpoint, &id, creds).await
 }
 
-async fn must_connect(target: &Target, fx: &Fixtures<'_>, who: Who) -> Conn {
+async fn must_connect(target: &Target, fx: &Fixtures<'_>, who: Who) -> V5 {
     connect(target, fx, who)
         .await
         .unwrap_or_else(|e| panic!("{who:?} must be able to connect: {e:?}"))
@@ -432,7 +436,7 @@ pub async fn run_connect(target: &Target, fx: &Fixtures<'_>, case: &ConnectCase)
                 Admission::Admit
             } else {
                 assert!(
-                    conn.wait_closed(Duration::from_secs(2)).await,
+                    conn.closed(Duration::from_secs(2)).await.is_some(),
                     "{}: a client refused at its first request must be disconnected",
                     case.name
                 );
@@ -582,7 +586,7 @@ pub async fn run_client_id_cases(target: &Target, pki: &Pki) {
             cert: &pki.operational.cert_path,
             key: &pki.operational.key_path,
         };
-        let got = match Conn::connect(&target.endpoint, id, Some(creds)).await {
+        let got = match V5::connect(&target.endpoint, id, Some(creds)).await {
             Ok(_) => Admission::Admit,
             Err(_) => Admission::Refuse,
         };

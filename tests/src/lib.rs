@@ -7,12 +7,13 @@
 //! is generated on the fly.
 //!
 //! [`broker::BrokerProcess`] runs a private `gatehouse serve` on free ports;
-//! [`mqtt`] has rumqttc v3.1.1/v5 clients over mTLS and a raw TLS client.
+//! [`mqtt::Client`] is the rumqttc MQTT 3.1.1/5 client over mTLS that waits
+//! for exactly the packet a test needs; [`raw::Raw`] sends and reads raw
+//! MQTT bytes over mTLS.
 //! [`postgres::Postgres`] runs a private PostgreSQL cluster (initdb in a
 //! temporary directory, random port on 127.0.0.1) that tests can stop and
 //! start again. [`mosquitto::Mosquitto`] runs a private Mosquitto with the
-//! Gatehouse plugin; [`conn::Conn`] is an MQTT v5 mTLS client that waits for
-//! exactly the acknowledgement a test needs; [`acl_cases`] is the
+//! Gatehouse plugin; [`acl_cases`] is the
 //! admission/ACL case table shared by both broker shapes.
 //! [`provisioning::Harness`] runs the provisioning sidecar in
 //! a private directory with real HTTPS clients.
@@ -21,7 +22,6 @@
 
 pub mod acl_cases;
 pub mod broker;
-pub mod conn;
 pub mod mosquitto;
 pub mod mqtt;
 pub mod pki;

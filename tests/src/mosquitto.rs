@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::conn::Endpoint;
+use crate::mqtt::Endpoint;
 use crate::pki::Pki;
 
 /// The recommended `mosquitto.conf` for Gatehouse. `{listen}`, `{dir}` and

@@ -3,11 +3,15 @@
 //! on the wire, with nothing in between that would fix or hide them.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
-use crate::mqtt::RawTls;
+use crate::mqtt::{Credentials, client_tls};
 use crate::pki::{Client, Pki};
 
 /// MQTT packet types (the high nibble of the first byte).
@@ -206,10 +210,12 @@ pub fn subscribe(level: u8, pkid: u16, filters: &[(&str, u8)]) -> Vec<u8> {
     frame(0x82, &body)
 }
 
-/// A raw mTLS MQTT connection.
+/// A raw mTLS MQTT connection (server name `localhost`).
 #[derive(Debug)]
 pub struct Raw {
-    pub tls: RawTls,
+    /// The TLS stream itself (e.g. for the certificate the broker served).
+    pub stream: TlsStream<TcpStream>,
+    /// The MQTT level frames are read for: 4 (3.1.1) or 5.
     pub level: u8,
     buf: Vec<u8>,
 }
@@ -217,11 +223,16 @@ pub struct Raw {
 impl Raw {
     /// Opens mTLS with `client`'s certificate and sends nothing yet.
     pub async fn open(addr: SocketAddr, pki: &Pki, client: &Client, level: u8) -> Raw {
-        let tls = RawTls::connect(addr, pki, client)
+        let config = client_tls(&pki.ca_path, Some(Credentials::from(client)));
+        let tcp = TcpStream::connect(addr)
+            .await
+            .expect("TCP connection to the broker");
+        let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from("localhost").expect("name"), tcp)
             .await
             .expect("TLS connection to the broker");
         Raw {
-            tls,
+            stream,
             level,
             buf: Vec::new(),
         }
@@ -238,13 +249,14 @@ impl Raw {
     }
 
     pub async fn send(&mut self, bytes: &[u8]) {
-        self.tls.send(bytes).await.expect("write to the broker");
+        self.try_send(bytes).await.expect("write to the broker");
     }
 
     /// Writes and reports failure instead of panicking (the broker may
     /// already have closed).
     pub async fn try_send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.tls.send(bytes).await
+        self.stream.write_all(bytes).await?;
+        self.stream.flush().await
     }
 
     fn take_frame(&mut self) -> Option<Frame> {
@@ -270,7 +282,7 @@ impl Raw {
                 return Some(f);
             }
             let mut chunk = [0u8; 8192];
-            match tokio::time::timeout_at(deadline, self.tls.stream.read(&mut chunk)).await {
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
                 Ok(Ok(n)) if n > 0 => self.buf.extend_from_slice(&chunk[..n]),
                 _ => return None,
             }
@@ -300,7 +312,7 @@ impl Raw {
                 frames.push(f);
             }
             let mut chunk = [0u8; 8192];
-            match tokio::time::timeout_at(deadline, self.tls.stream.read(&mut chunk)).await {
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
                 Err(_) => return None,
                 Ok(Ok(0)) | Ok(Err(_)) => return Some(Closed { frames }),
                 Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),

@@ -6,8 +6,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use gatehouse_tests::acl_cases::{self, ACL_TOML, Fixtures, Refusal, Target, Who};
-use gatehouse_tests::conn::Conn;
 use gatehouse_tests::mosquitto::{Mosquitto, Options, http_get, render_conf, start_with_metrics};
+use gatehouse_tests::mqtt::V5;
 use gatehouse_tests::pki::{GATEWAY_CODE, Pki};
 
 fn shared_options(use_identity_as_username: bool) -> Options {
@@ -83,11 +83,11 @@ async fn revoked_while_connected_is_kicked_within_a_second_and_refused_after() {
     let mut pki = Pki::generate();
     let mosq = Mosquitto::start(&pki, &shared_options(false));
     let gw = pki.issue_operational("GW0042-4242");
-    let creds = gatehouse_tests::conn::Credentials {
+    let creds = gatehouse_tests::mqtt::Credentials {
         cert: &gw.cert_path,
         key: &gw.key_path,
     };
-    let mut conn = Conn::connect(&mosq.endpoint(), "GW0042-4242", Some(creds))
+    let mut conn = V5::connect(&mosq.endpoint(), "GW0042-4242", Some(creds))
         .await
         .expect("connects before revocation");
     assert!(conn.subscribe("telemetry/GW0042-4242/#").await);
@@ -95,7 +95,7 @@ async fn revoked_while_connected_is_kicked_within_a_second_and_refused_after() {
     let revoked_at = Instant::now();
     pki.revoke(gw.cert.serial);
     assert!(
-        conn.wait_closed(Duration::from_secs(2)).await,
+        conn.closed(Duration::from_secs(2)).await.is_some(),
         "still connected 2 s after revocation\n{}",
         mosq.log()
     );
@@ -109,13 +109,13 @@ async fn revoked_while_connected_is_kicked_within_a_second_and_refused_after() {
     );
 
     // And it stays out.
-    let again = Conn::connect(&mosq.endpoint(), "GW0042-4242", Some(creds)).await;
+    let again = V5::connect(&mosq.endpoint(), "GW0042-4242", Some(creds)).await;
     assert!(again.is_err(), "a revoked certificate reconnected");
     // Others are untouched.
-    let fx_gw = Conn::connect(
+    let fx_gw = V5::connect(
         &mosq.endpoint(),
         GATEWAY_CODE,
-        Some(gatehouse_tests::conn::Credentials {
+        Some(gatehouse_tests::mqtt::Credentials {
             cert: &pki.operational.cert_path,
             key: &pki.operational.key_path,
         }),
@@ -251,16 +251,16 @@ async fn metrics_listener_counts_admissions_and_denials() {
     let fx = Fixtures::new(&pki);
     let (mosq, addr) = start_with_metrics(&pki, "");
     let (id, creds) = fx.of(Who::Gateway);
-    let mut gw = Conn::connect(&mosq.endpoint(), &id, creds).await.unwrap();
+    let mut gw = V5::connect(&mosq.endpoint(), &id, creds).await.unwrap();
     assert!(!gw.subscribe("#").await);
     let (id, creds) = fx.of(Who::WrongOu);
-    assert!(Conn::connect(&mosq.endpoint(), &id, creds).await.is_err());
+    assert!(V5::connect(&mosq.endpoint(), &id, creds).await.is_err());
     let (id, creds) = fx.of(Who::Revoked);
-    assert!(Conn::connect(&mosq.endpoint(), &id, creds).await.is_err());
+    assert!(V5::connect(&mosq.endpoint(), &id, creds).await.is_err());
     // A good certificate with the wrong client id: counted as the broker
     // counts it, a good handshake and a refused CONNECT.
     let (id, creds) = fx.of(Who::GatewayWrongClientId);
-    assert!(Conn::connect(&mosq.endpoint(), &id, creds).await.is_err());
+    assert!(V5::connect(&mosq.endpoint(), &id, creds).await.is_err());
 
     let page = http_get(&addr, "/metrics");
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
@@ -309,13 +309,13 @@ async fn an_older_crl_written_over_a_newer_one_does_not_unrevoke() {
     // CRL number 1, as the fleet CA signed it: kept to replay later.
     let older = std::fs::read(&pki.crl_path).unwrap();
     let gw = pki.issue_operational("GW0044-4444");
-    let creds = gatehouse_tests::conn::Credentials {
+    let creds = gatehouse_tests::mqtt::Credentials {
         cert: &gw.cert_path,
         key: &gw.key_path,
     };
     pki.revoke(gw.cert.serial); // CRL number 2
     wait("CRL number 2 never loaded", &|| metric(&addr, OK) >= 2.0);
-    let refused = Conn::connect(&mosq.endpoint(), "GW0044-4444", Some(creds)).await;
+    let refused = V5::connect(&mosq.endpoint(), "GW0044-4444", Some(creds)).await;
     assert!(refused.is_err(), "revoked certificate admitted");
 
     // The validly signed older CRL replayed over the file.
@@ -325,7 +325,7 @@ async fn an_older_crl_written_over_a_newer_one_does_not_unrevoke() {
     wait("the CRL change was never seen", &|| {
         metric(&addr, OK) + metric(&addr, ROLLBACK) >= 3.0
     });
-    let again = Conn::connect(&mosq.endpoint(), "GW0044-4444", Some(creds)).await;
+    let again = V5::connect(&mosq.endpoint(), "GW0044-4444", Some(creds)).await;
     assert!(
         again.is_err(),
         "revoked certificate admitted after an older CRL replaced the newer one"
@@ -419,11 +419,11 @@ async fn telemetry_through_mosquitto_lands_in_postgres_and_is_flushed_at_shutdow
             ..Options::default()
         },
     );
-    let creds = gatehouse_tests::conn::Credentials {
+    let creds = gatehouse_tests::mqtt::Credentials {
         cert: &pki.operational.cert_path,
         key: &pki.operational.key_path,
     };
-    let mut gw = Conn::connect(&mosq.endpoint(), GATEWAY_CODE, Some(creds))
+    let mut gw = V5::connect(&mosq.endpoint(), GATEWAY_CODE, Some(creds))
         .await
         .expect("operational gateway connects");
     let data = format!("telemetry/{GATEWAY_CODE}/data");
