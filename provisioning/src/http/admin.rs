@@ -35,7 +35,7 @@ use zeroize::Zeroizing;
 
 use super::{AppState, BodyGuard, json_errors, read_body};
 use crate::error::ProvisioningError;
-use crate::service::AllocateRequest;
+use crate::service::{AllocateRequest, RevokeTarget};
 use crate::store::Status;
 
 /// Actor recorded for admin API actions.
@@ -338,16 +338,6 @@ struct RevokeBody {
     notes: Option<String>,
 }
 
-/// The body of a revoke request and its RFC 5280 reason (default
-/// unspecified); a 400 response when either is malformed.
-fn revoke_request(
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(RevokeBody, RevocationReason), Response> {
-    let b: RevokeBody = json_body(body)?;
-    let reason = reason(&b)?;
-    Ok((b, reason))
-}
-
 fn reason(b: &RevokeBody) -> Result<RevocationReason, Response> {
     match &b.reason {
         None => Ok(RevocationReason::Unspecified),
@@ -362,17 +352,32 @@ async fn revoke_certificate(
     Path(id): Path<i64>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let (b, reason) = match revoke_request(body) {
+    revoke(&st, RevokeTarget::Certificate(id), body).await
+}
+
+/// A revoke request: the body and its RFC 5280 reason (default
+/// unspecified; 400 when either is malformed), then the revocation and the
+/// CRL it published.
+async fn revoke(
+    st: &AdminState,
+    target: RevokeTarget,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let b: RevokeBody = match json_body(body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let reason = match reason(&b) {
         Ok(r) => r,
         Err(r) => return r,
     };
     match st
         .app
         .service
-        .revoke_certificate(id, reason, b.notes.as_deref(), ACTOR)
+        .revoke(target, reason, b.notes.as_deref(), ACTOR)
         .await
     {
-        Ok(crl) => ok_json(&json!({"status": "ok", "revoked": id, "crl": crl})),
+        Ok(crl) => ok_json(&json!({"status": "ok", "revoked": target.id(), "crl": crl})),
         Err(e) => failure(e),
     }
 }
@@ -416,19 +421,7 @@ async fn revoke_bootstrap(
     Path(id): Path<i64>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let (b, reason) = match revoke_request(body) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    match st
-        .app
-        .service
-        .revoke_bootstrap(id, reason, b.notes.as_deref(), ACTOR)
-        .await
-    {
-        Ok(crl) => ok_json(&json!({"status": "ok", "revoked": id, "crl": crl})),
-        Err(e) => failure(e),
-    }
+    revoke(&st, RevokeTarget::Bootstrap(id), body).await
 }
 
 async fn gateways(State(st): State<AdminState>) -> Response {

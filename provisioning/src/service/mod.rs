@@ -5,7 +5,7 @@
 //!   issuance + bundle), rejection;
 //! * `bootstrap` — bootstrap certificates and their one-time download;
 //! * `bundle` — re-download of an operational bundle;
-//! * `revocation` — revoking a device or bootstrap certificate, then
+//! * `revocation` — revoking a device or bootstrap certificate ([`RevokeTarget`]), then
 //!   publishing the CRL;
 //! * `crl` — signing, publishing, following and serving the CRL;
 //! * `renewal` — the renewal watch and the periodic task.
@@ -38,6 +38,7 @@ mod revocation;
 
 pub use crl::{CrlPublished, write_atomically};
 pub use registration::{AllocateRequest, Allocation};
+pub use revocation::RevokeTarget;
 
 /// The provisioning service.
 #[derive(Debug)]
