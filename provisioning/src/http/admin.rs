@@ -34,7 +34,7 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use super::{AppState, BodyGuard, json_errors, read_body};
-use crate::error::ProvisioningError;
+use crate::error::{ErrorKind, ProvisioningError};
 use crate::service::{AllocateRequest, RevokeTarget};
 use crate::store::Status;
 
@@ -178,28 +178,21 @@ fn bearer_token(value: &str) -> Option<&str> {
 }
 
 fn failure(e: ProvisioningError) -> Response {
-    match &e {
-        ProvisioningError::NotFound { .. } => {
-            err(StatusCode::NOT_FOUND, "not_found", e.to_string())
-        }
-        ProvisioningError::Conflict(_) => err(StatusCode::CONFLICT, "conflict", e.to_string()),
-        ProvisioningError::Invalid(_) => {
-            err(StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
-        }
-        ProvisioningError::Ca(ca) => {
+    let (status, code) = match e.kind() {
+        ErrorKind::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+        ErrorKind::Conflict => (StatusCode::CONFLICT, "conflict"),
+        ErrorKind::Invalid => (StatusCode::BAD_REQUEST, "invalid_request"),
+        ErrorKind::Gone => (StatusCode::GONE, "gone"),
+        ErrorKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
+    };
+    match (&e, e.kind()) {
+        (ProvisioningError::Ca(ca), _) => {
             tracing::warn!(error = %ca, "admin request refused by the CA");
-            err(StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
         }
-        ProvisioningError::Gone { .. } => err(StatusCode::GONE, "gone", e.to_string()),
-        _ => {
-            tracing::error!(error = %e, "admin request failed");
-            err(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                e.to_string(),
-            )
-        }
+        (_, ErrorKind::Internal) => tracing::error!(error = %e, "admin request failed"),
+        _ => {}
     }
+    err(status, code, e.to_string())
 }
 
 fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, Response> {

@@ -17,9 +17,7 @@ impl Provisioning {
     ) -> Result<Bootstrap, ProvisioningError> {
         let label = label.trim();
         if label.is_empty() || label.len() > 100 {
-            return Err(ProvisioningError::Invalid(
-                "label must be 1 to 100 characters".into(),
-            ));
+            return Err(ProvisioningError::InvalidLabel);
         }
         let issued = self.ca.issue_bootstrap(
             &format!("bootstrap {label}"),
@@ -29,7 +27,7 @@ impl Provisioning {
         let key = issued
             .key_pem
             .as_ref()
-            .ok_or_else(|| ProvisioningError::Invalid("bootstrap key missing".into()))?;
+            .ok_or(ProvisioningError::BootstrapKeyMissing)?;
         let now = OffsetDateTime::now_utc();
         let mut tx = self.store.begin().await?;
         let id = self

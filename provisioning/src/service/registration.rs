@@ -119,24 +119,21 @@ impl Provisioning {
                 id,
             })?;
         if reg.status != crate::store::Status::Pendente {
-            return Err(ProvisioningError::Conflict(format!(
-                "registration {id} is {}, only PENDENTE records can be allocated",
-                reg.status
-            )));
+            return Err(ProvisioningError::NotAllocatable {
+                id,
+                status: reg.status,
+            });
         }
         if req.tenant.trim().is_empty() {
-            return Err(ProvisioningError::Invalid(
-                "tenant must not be empty".into(),
-            ));
+            return Err(ProvisioningError::EmptyTenant);
         }
         if !mac::valid_device_id(&req.device_id) {
-            return Err(ProvisioningError::Invalid(format!(
-                "device_id {:?} is invalid: use 1 to 24 characters A-Z a-z 0-9 _ . -",
-                req.device_id
-            )));
+            return Err(ProvisioningError::InvalidDeviceId {
+                device_id: req.device_id.clone(),
+            });
         }
-        let mac = Mac::parse(&reg.mac).ok_or_else(|| {
-            ProvisioningError::Invalid(format!("stored MAC {:?} is invalid", reg.mac))
+        let mac = Mac::parse(&reg.mac).ok_or_else(|| ProvisioningError::InvalidStoredMac {
+            mac: reg.mac.clone(),
         })?;
         let code = mac::gateway_code(&req.device_id, &mac);
         let days = self.settings.validity_days;
@@ -176,11 +173,9 @@ impl Provisioning {
             .store
             .insert_gateway(&mut tx, &gateway, now)
             .await?
-            .ok_or_else(|| {
-                ProvisioningError::Conflict(format!(
-                    "a gateway with device_id {:?} or gateway code {code:?} already exists",
-                    req.device_id
-                ))
+            .ok_or_else(|| ProvisioningError::GatewayExists {
+                device_id: req.device_id.clone(),
+                gateway_code: code.clone(),
             })?;
         let serial = issued.serial.to_string();
         let not_after = ts(issued.not_after);
@@ -213,9 +208,7 @@ impl Provisioning {
             )
             .await?
         {
-            return Err(ProvisioningError::Conflict(format!(
-                "registration {id} was processed by someone else meanwhile"
-            )));
+            return Err(ProvisioningError::ProcessedMeanwhile { id });
         }
         self.store
             .audit(
@@ -268,10 +261,10 @@ impl Provisioning {
                     what: "registration",
                     id,
                 },
-                Some(r) => ProvisioningError::Conflict(format!(
-                    "registration {id} is {}, only PENDENTE records can be rejected",
-                    r.status
-                )),
+                Some(r) => ProvisioningError::NotRejectable {
+                    id,
+                    status: r.status,
+                },
             });
         }
         self.store

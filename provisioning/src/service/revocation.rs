@@ -69,7 +69,7 @@ impl Provisioning {
         if !marked {
             drop(tx);
             return Err(if self.exists(target).await? {
-                ProvisioningError::Conflict(format!("{target} is already revoked"))
+                ProvisioningError::AlreadyRevoked { target }
             } else {
                 ProvisioningError::NotFound {
                     what: target.kind(),
