@@ -395,8 +395,8 @@ async fn a_revocation_on_another_node_arrives_through_notify() {
 
     let started = Instant::now();
     node_b
-        .revoke_certificate(
-            cert_id,
+        .revoke(
+            gatehouse_provisioning::service::RevokeTarget::Certificate(cert_id),
             gatehouse_ca::RevocationReason::KeyCompromise,
             Some("node B"),
             "e2e",

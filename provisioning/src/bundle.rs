@@ -30,11 +30,11 @@ fn zip(files: &[(&str, &str)]) -> Result<Vec<u8>, ProvisioningError> {
     for (name, body) in files {
         zw.start_file(*name, opts)
             .and_then(|()| zw.write_all(body.as_bytes()).map_err(Into::into))
-            .map_err(|e| ProvisioningError::Bundle(e.to_string()))?;
+            .map_err(|source| ProvisioningError::Bundle { source })?;
     }
     let out = zw
         .finish()
-        .map_err(|e| ProvisioningError::Bundle(e.to_string()))?;
+        .map_err(|source| ProvisioningError::Bundle { source })?;
     Ok(out.into_inner())
 }
 

@@ -16,7 +16,7 @@ use gatehouse_config::Config;
 use serde::Serialize;
 
 use crate::metrics::Metrics;
-use crate::service::{AllocateRequest, Provisioning};
+use crate::service::{AllocateRequest, Provisioning, RevokeTarget};
 use crate::sidecar::Sidecar;
 use crate::store::{Status, Store};
 
@@ -427,15 +427,7 @@ async fn bootstrap(cmd: BootstrapCommand, config: &Config) -> anyhow::Result<()>
             Ok(())
         }
         BootstrapCommand::Revoke(a) => {
-            let reason = parse_reason(&a.reason)?;
-            let crl = svc
-                .revoke_bootstrap(a.id, reason, a.notes.as_deref(), &actor)
-                .await?;
-            println!(
-                "bootstrap {} revoked ({reason}); CRL #{} published with {} entr(ies)",
-                a.id, crl.number, crl.entries
-            );
-            Ok(())
+            revoke(&svc, RevokeTarget::Bootstrap(a.id), &a, &actor).await
         }
     }
 }
@@ -597,17 +589,27 @@ async fn certs(cmd: CertsCommand, config: &Config) -> anyhow::Result<()> {
             Ok(())
         }
         CertsCommand::Revoke(a) => {
-            let reason = parse_reason(&a.reason)?;
-            let crl = svc
-                .revoke_certificate(a.id, reason, a.notes.as_deref(), &actor())
-                .await?;
-            println!(
-                "certificate {} revoked ({reason}); CRL #{} published with {} entr(ies)",
-                a.id, crl.number, crl.entries
-            );
-            Ok(())
+            revoke(&svc, RevokeTarget::Certificate(a.id), &a, &actor()).await
         }
     }
+}
+
+/// `bootstrap|certs revoke`: revokes `target` and reports the CRL published.
+async fn revoke(
+    svc: &Provisioning,
+    target: RevokeTarget,
+    a: &RevokeArgs,
+    actor: &str,
+) -> anyhow::Result<()> {
+    let reason = parse_reason(&a.reason)?;
+    let crl = svc
+        .revoke(target, reason, a.notes.as_deref(), actor)
+        .await?;
+    println!(
+        "{target} revoked ({reason}); CRL #{} published with {} entr(ies)",
+        crl.number, crl.entries
+    );
+    Ok(())
 }
 
 fn parse_reason(s: &str) -> anyhow::Result<RevocationReason> {

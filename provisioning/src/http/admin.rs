@@ -34,8 +34,8 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use super::{AppState, BodyGuard, json_errors, read_body};
-use crate::error::ProvisioningError;
-use crate::service::AllocateRequest;
+use crate::error::{ErrorKind, ProvisioningError};
+use crate::service::{AllocateRequest, RevokeTarget};
 use crate::store::Status;
 
 /// Actor recorded for admin API actions.
@@ -178,28 +178,21 @@ fn bearer_token(value: &str) -> Option<&str> {
 }
 
 fn failure(e: ProvisioningError) -> Response {
-    match &e {
-        ProvisioningError::NotFound { .. } => {
-            err(StatusCode::NOT_FOUND, "not_found", e.to_string())
-        }
-        ProvisioningError::Conflict(_) => err(StatusCode::CONFLICT, "conflict", e.to_string()),
-        ProvisioningError::Invalid(_) => {
-            err(StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
-        }
-        ProvisioningError::Ca(ca) => {
+    let (status, code) = match e.kind() {
+        ErrorKind::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+        ErrorKind::Conflict => (StatusCode::CONFLICT, "conflict"),
+        ErrorKind::Invalid => (StatusCode::BAD_REQUEST, "invalid_request"),
+        ErrorKind::Gone => (StatusCode::GONE, "gone"),
+        ErrorKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
+    };
+    match (&e, e.kind()) {
+        (ProvisioningError::Ca(ca), _) => {
             tracing::warn!(error = %ca, "admin request refused by the CA");
-            err(StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
         }
-        ProvisioningError::Gone { .. } => err(StatusCode::GONE, "gone", e.to_string()),
-        _ => {
-            tracing::error!(error = %e, "admin request failed");
-            err(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                e.to_string(),
-            )
-        }
+        (_, ErrorKind::Internal) => tracing::error!(error = %e, "admin request failed"),
+        _ => {}
     }
+    err(status, code, e.to_string())
 }
 
 fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, Response> {
@@ -338,16 +331,6 @@ struct RevokeBody {
     notes: Option<String>,
 }
 
-/// The body of a revoke request and its RFC 5280 reason (default
-/// unspecified); a 400 response when either is malformed.
-fn revoke_request(
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(RevokeBody, RevocationReason), Response> {
-    let b: RevokeBody = json_body(body)?;
-    let reason = reason(&b)?;
-    Ok((b, reason))
-}
-
 fn reason(b: &RevokeBody) -> Result<RevocationReason, Response> {
     match &b.reason {
         None => Ok(RevocationReason::Unspecified),
@@ -362,17 +345,32 @@ async fn revoke_certificate(
     Path(id): Path<i64>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let (b, reason) = match revoke_request(body) {
+    revoke(&st, RevokeTarget::Certificate(id), body).await
+}
+
+/// A revoke request: the body and its RFC 5280 reason (default
+/// unspecified; 400 when either is malformed), then the revocation and the
+/// CRL it published.
+async fn revoke(
+    st: &AdminState,
+    target: RevokeTarget,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let b: RevokeBody = match json_body(body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let reason = match reason(&b) {
         Ok(r) => r,
         Err(r) => return r,
     };
     match st
         .app
         .service
-        .revoke_certificate(id, reason, b.notes.as_deref(), ACTOR)
+        .revoke(target, reason, b.notes.as_deref(), ACTOR)
         .await
     {
-        Ok(crl) => ok_json(&json!({"status": "ok", "revoked": id, "crl": crl})),
+        Ok(crl) => ok_json(&json!({"status": "ok", "revoked": target.id(), "crl": crl})),
         Err(e) => failure(e),
     }
 }
@@ -416,19 +414,7 @@ async fn revoke_bootstrap(
     Path(id): Path<i64>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let (b, reason) = match revoke_request(body) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    match st
-        .app
-        .service
-        .revoke_bootstrap(id, reason, b.notes.as_deref(), ACTOR)
-        .await
-    {
-        Ok(crl) => ok_json(&json!({"status": "ok", "revoked": id, "crl": crl})),
-        Err(e) => failure(e),
-    }
+    revoke(&st, RevokeTarget::Bootstrap(id), body).await
 }
 
 async fn gateways(State(st): State<AdminState>) -> Response {
