@@ -2,6 +2,8 @@
 
 #![forbid(unsafe_code)]
 
+mod provisioning_cli;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -13,7 +15,7 @@ use gatehouse_broker::fleet::StorePresence;
 use gatehouse_broker::{Listeners, LogPresence, PresenceSink};
 use gatehouse_config::{Config, ProvisioningStore};
 use gatehouse_provisioning::metrics::Metrics as ProvisioningMetrics;
-use gatehouse_provisioning::{Provisioning, Sidecar, cli as provisioning_cli};
+use gatehouse_provisioning::{Provisioning, Sidecar};
 
 /// Gatehouse: an MQTT broker that admits IoT gateways by their X.509 client
 /// certificate and keeps each one inside its own topics, plus the

@@ -86,6 +86,16 @@ pub enum ProvisioningError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot write {path}: {source} (check the directory exists and is writable)")]
+    WriteFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the system random number generator failed; is /dev/urandom readable?")]
+    Random,
+    #[error("the CA issued a server certificate without its key; run `gatehouse ca init --force`")]
+    ServerKeyMissing,
     #[error("cannot build the bundle: {source}")]
     Bundle {
         #[source]
@@ -127,7 +137,12 @@ impl ProvisioningError {
             | E::BootstrapKeyMissing
             | E::Ca(_) => ErrorKind::Invalid,
             E::Gone { .. } => ErrorKind::Gone,
-            E::Store(_) | E::CrlWrite { .. } | E::Bundle { .. } => ErrorKind::Internal,
+            E::Store(_)
+            | E::CrlWrite { .. }
+            | E::Bundle { .. }
+            | E::WriteFile { .. }
+            | E::Random
+            | E::ServerKeyMissing => ErrorKind::Internal,
         }
     }
 }

@@ -16,8 +16,11 @@
 //!   token), run together by [`sidecar::Sidecar`].
 //! * [`notify`] — `LISTEN gatehouse_crl`: nodes sharing a PostgreSQL
 //!   registry follow CRLs published elsewhere.
-//! * [`cli`] — the `gatehouse ca|bootstrap|registrations|certs|crl|provisioning`
-//!   commands (clap), mounted by the `gatehouse` binary.
+//! * [`init`] — setting up a fleet's files (CA, server certificate, admin
+//!   token, first CRL), reported back for `gatehouse ca init` to print.
+//!
+//! The `gatehouse ca|bootstrap|registrations|certs|crl|provisioning`
+//! commands themselves live in the binary (`broker/src/provisioning_cli.rs`).
 //!
 //! It does not verify MQTT sessions, watch CRL files or kick revoked
 //! clients: brokers do that from the CRL this crate publishes. Signing
@@ -26,9 +29,9 @@
 #![forbid(unsafe_code)]
 
 pub mod bundle;
-pub mod cli;
 pub mod error;
 pub mod http;
+pub mod init;
 pub mod mac;
 pub mod metrics;
 pub mod notify;
@@ -37,6 +40,7 @@ pub mod sidecar;
 pub mod store;
 
 pub use error::{ProvisioningError, StoreError};
+pub use init::{FleetInit, ensure_admin_token, init_fleet};
 pub use service::Provisioning;
 pub use sidecar::Sidecar;
 pub use store::Store;

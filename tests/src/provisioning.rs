@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use gatehouse_config::Config;
-use gatehouse_provisioning::cli::{CaCommand, Command};
 use gatehouse_provisioning::metrics::Metrics;
 use gatehouse_provisioning::{Provisioning, Sidecar};
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
@@ -60,13 +59,11 @@ impl Harness {
         let config_path = dir.path().join("gatehouse.toml");
         std::fs::write(&config_path, text).expect("write config");
         let config = Config::load(&config_path).expect("valid test config");
-        gatehouse_provisioning::cli::run(
-            Command::Ca(CaCommand::Init {
-                common_name: "Gatehouse Test Fleet CA".into(),
-                server_names: vec!["localhost".into(), "127.0.0.1".into()],
-                force: false,
-            }),
+        gatehouse_provisioning::init_fleet(
             &config,
+            "Gatehouse Test Fleet CA",
+            &["localhost".into(), "127.0.0.1".into()],
+            false,
         )
         .await
         .expect("gatehouse ca init");

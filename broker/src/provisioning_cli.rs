@@ -11,18 +11,18 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use gatehouse_ca::{Ca, CaOptions, RevocationReason};
+use gatehouse_ca::RevocationReason;
 use gatehouse_config::Config;
 use serde::Serialize;
 
-use crate::metrics::Metrics;
-use crate::service::{AllocateRequest, Provisioning, RevokeTarget};
-use crate::sidecar::Sidecar;
-use crate::store::{Status, Store};
+use gatehouse_provisioning::metrics::Metrics;
+use gatehouse_provisioning::service::{AllocateRequest, Provisioning, RevokeTarget};
+use gatehouse_provisioning::sidecar::Sidecar;
+use gatehouse_provisioning::store::Status;
 
 /// Provisioning commands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Fleet certificate authority.
     #[command(subcommand)]
     Ca(CaCommand),
@@ -44,7 +44,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum CaCommand {
+pub(crate) enum CaCommand {
     /// Create the fleet CA, a server certificate for the listeners, the admin
     /// token file and an empty CRL (existing files are kept unless --force).
     Init {
@@ -61,14 +61,14 @@ pub enum CaCommand {
 }
 
 #[derive(Debug, Args)]
-pub struct JsonFlag {
+pub(crate) struct JsonFlag {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Debug, Args)]
-pub struct RevokeArgs {
+pub(crate) struct RevokeArgs {
     /// The record id (see the matching `list` command).
     pub id: i64,
     /// RFC 5280 reason: keyCompromise, superseded, cessationOfOperation, …
@@ -80,7 +80,7 @@ pub struct RevokeArgs {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum BootstrapCommand {
+pub(crate) enum BootstrapCommand {
     /// Issue a new bootstrap certificate (deactivates the previous one).
     Issue {
         /// Name of the factory batch, e.g. "batch 2026-11".
@@ -107,7 +107,7 @@ pub enum BootstrapCommand {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum RegistrationsCommand {
+pub(crate) enum RegistrationsCommand {
     /// List registrations, optionally of one status.
     List {
         /// Only this status: PENDENTE, PROVISIONADO or REJEITADO.
@@ -151,7 +151,7 @@ pub enum RegistrationsCommand {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum CertsCommand {
+pub(crate) enum CertsCommand {
     /// List operational certificates.
     List(JsonFlag),
     /// Revoke a certificate; the CRL is regenerated and published.
@@ -161,13 +161,13 @@ pub enum CertsCommand {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum CrlCommand {
+pub(crate) enum CrlCommand {
     /// Sign and publish a fresh CRL ([tls] crl, NOTIFY on PostgreSQL).
     Write(JsonFlag),
 }
 
 #[derive(Debug, Subcommand)]
-pub enum ProvisioningCommand {
+pub(crate) enum ProvisioningCommand {
     /// Run the sidecar alone (next to Mosquitto + plugin): the device API
     /// ([provisioning] listen), the admin API ([provisioning] admin_listen)
     /// and Prometheus metrics ([listeners] metrics), until Ctrl-C / SIGTERM.
@@ -188,7 +188,7 @@ async fn service(config: &Config) -> anyhow::Result<Provisioning> {
 }
 
 /// Runs one provisioning command.
-pub async fn run(cmd: Command, config: &Config) -> anyhow::Result<()> {
+pub(crate) async fn run(cmd: Command, config: &Config) -> anyhow::Result<()> {
     match cmd {
         Command::Ca(CaCommand::Init {
             common_name,
@@ -290,18 +290,10 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Writes a fresh random admin token (64 hex characters, mode 0600) to
-/// `path` unless the file exists. `true` when it wrote one.
-pub fn ensure_admin_token(path: &Path) -> anyhow::Result<bool> {
-    if path.exists() {
-        return Ok(false);
-    }
-    let mut bytes = [0u8; 32];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
-        .map_err(|_| anyhow::anyhow!("system RNG failed"))?;
-    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    write_private(path, format!("{token}\n").as_bytes())?;
-    Ok(true)
+/// Writes a fresh random admin token (mode 0600) to `path` unless the file
+/// exists. `true` when it wrote one.
+pub(crate) fn ensure_admin_token(path: &Path) -> anyhow::Result<bool> {
+    Ok(gatehouse_provisioning::ensure_admin_token(path)?)
 }
 
 async fn ca_init(
@@ -310,50 +302,28 @@ async fn ca_init(
     server_names: &[String],
     force: bool,
 ) -> anyhow::Result<()> {
-    let p = &config.provisioning;
-    gatehouse_config::secure_fs::ensure_private_dir(&config.data_dir)
-        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
-    let ca = if p.ca_cert.exists() && !force {
-        println!("CA: keeping {}", p.ca_cert.display());
-        Ca::from_files(&p.ca_cert, &p.ca_key)?
-    } else {
-        let ca = Ca::generate(CaOptions {
-            common_name: common_name.to_owned(),
-            ..CaOptions::default()
-        })?;
-        for f in [&p.ca_cert, &p.ca_key] {
-            gatehouse_config::secure_fs::ensure_parent_dir(f)?;
-        }
-        ca.write_files(&p.ca_cert, &p.ca_key)?;
+    let done = gatehouse_provisioning::init_fleet(config, common_name, server_names, force).await?;
+    if done.ca_written {
         println!(
             "CA: wrote {} and {} (keep the key secret)",
-            p.ca_cert.display(),
-            p.ca_key.display()
+            done.ca_cert.display(),
+            done.ca_key.display()
         );
-        ca
-    };
-    if !p.cert.exists() || force {
-        let server = ca.issue_server(server_names, 825)?;
-        gatehouse_config::secure_fs::ensure_parent_dir(&p.cert)?;
-        std::fs::write(&p.cert, &server.cert_pem)?;
-        let key = server.key_pem.context("server key missing")?;
-        write_private(&p.key, key.expose().as_bytes())?;
+    } else {
+        println!("CA: keeping {}", done.ca_cert.display());
+    }
+    if let Some((cert, key)) = &done.server_cert {
         println!(
             "server certificate: wrote {} and {} for {}",
-            p.cert.display(),
-            p.key.display(),
+            cert.display(),
+            key.display(),
             server_names.join(", ")
         );
     }
-    if ensure_admin_token(&p.admin_token_file)? {
-        println!(
-            "admin token: wrote {} (mode 0600)",
-            p.admin_token_file.display()
-        );
+    if let Some(token) = &done.admin_token {
+        println!("admin token: wrote {} (mode 0600)", token.display());
     }
-    let svc = service(config).await?;
-    let crl = svc.publish_crl().await?;
-    println!("CRL #{} published", crl.number);
+    println!("CRL #{} published", done.crl_number);
     Ok(())
 }
 
@@ -540,7 +510,7 @@ async fn registrations(cmd: RegistrationsCommand, config: &Config) -> anyhow::Re
 
 async fn certs(cmd: CertsCommand, config: &Config) -> anyhow::Result<()> {
     let svc = service(config).await?;
-    let list_table = |list: &[crate::store::Certificate]| {
+    let list_table = |list: &[gatehouse_provisioning::store::Certificate]| {
         table(
             &[
                 "ID",
@@ -657,9 +627,4 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) {
     for r in rows {
         line(r);
     }
-}
-
-/// Opens the store named by the config (for callers that only need it).
-pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    Ok(Store::open_settings(&config.provisioning.store).await?)
 }
