@@ -9,7 +9,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use gatehouse_ca::{Ca, CaOptions, CrlSpec, IssuedCert, LeafSpec};
-use gatehouse_config::{Classification, Config};
+use gatehouse_config::Config;
 use time::{Duration, OffsetDateTime};
 
 use crate::error::BrokerError;
@@ -62,13 +62,7 @@ impl DevPki {
         if pki.ca_cert.exists() {
             return Ok(Some((pki, false)));
         }
-        let (bootstrap_ou, operational_ou) = match &config.identity.classify {
-            Classification::SubjectOu {
-                bootstrap_ou,
-                operational_ou,
-            } => (bootstrap_ou.clone(), operational_ou.clone()),
-            _ => ("bootstrap".to_owned(), "gateway".to_owned()),
-        };
+        let (bootstrap_ou, operational_ou) = config.identity.classify.issued_ous();
         gatehouse_config::secure_fs::ensure_private_dir(&pki.data_dir.join("clients")).map_err(
             |source| BrokerError::Write {
                 path: pki.data_dir.clone(),

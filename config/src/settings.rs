@@ -74,6 +74,21 @@ pub enum Classification {
     },
 }
 
+impl Classification {
+    /// The OUs to write into issued certificates, (bootstrap, operational):
+    /// those `subject_ou` classification checks, else the defaults
+    /// `bootstrap` / `gateway` (the other modes do not read the OU).
+    pub fn issued_ous(&self) -> (String, String) {
+        match self {
+            Classification::SubjectOu {
+                bootstrap_ou,
+                operational_ou,
+            } => (bootstrap_ou.clone(), operational_ou.clone()),
+            _ => ("bootstrap".to_owned(), "gateway".to_owned()),
+        }
+    }
+}
+
 /// Client-id rule for operational certificates (`identity.operational_client_id`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum OperationalClientId {

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use gatehouse_auth::Fingerprint;
 use gatehouse_ca::Ca;
-use gatehouse_config::{Classification, Config, ProvisioningSettings};
+use gatehouse_config::{Config, ProvisioningSettings};
 use time::OffsetDateTime;
 
 use crate::error::ProvisioningError;
@@ -63,13 +63,7 @@ pub type Actor<'a> = &'a str;
 impl Provisioning {
     /// Builds the service from an open store and a loaded CA.
     pub fn new(store: Store, ca: Arc<Ca>, config: &Config, metrics: Metrics) -> Provisioning {
-        let (bootstrap_ou, operational_ou) = match &config.identity.classify {
-            Classification::SubjectOu {
-                bootstrap_ou,
-                operational_ou,
-            } => (bootstrap_ou.clone(), operational_ou.clone()),
-            _ => ("bootstrap".to_owned(), "gateway".to_owned()),
-        };
+        let (bootstrap_ou, operational_ou) = config.identity.classify.issued_ous();
         Provisioning {
             store,
             ca,
