@@ -21,7 +21,9 @@
 //!   label values registered in one place (all label values visible from
 //!   the start), and [`render`], the one `/metrics` body encoder.
 //!
-//! No runtime, no I/O, no unsafe: the shapes own sockets and threads.
+//! No async runtime, no sockets, no unsafe: the shapes own the network and
+//! their threads. (`PolicyHandle::reload` reads the config file, and
+//! `start_revocation` starts `auth`'s CRL watcher thread.)
 
 mod admission;
 mod metrics;
