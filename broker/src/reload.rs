@@ -60,26 +60,17 @@ pub(crate) fn reload(shared: &Shared) {
 /// The sections of `new` that differ from the ones the broker started with
 /// and that a reload does not apply.
 fn needs_restart(running: &Config, new: &Config) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    if running.data_dir != new.data_dir {
-        out.push("data_dir");
-    }
-    if running.tls != new.tls {
-        out.push("[tls]");
-    }
-    if running.listeners != new.listeners {
-        out.push("[listeners]");
-    }
-    if running.mqtt != new.mqtt {
-        out.push("[mqtt]");
-    }
-    if running.ingest != new.ingest {
-        out.push("[ingest]");
-    }
-    if running.provisioning != new.provisioning {
-        out.push("[provisioning]");
-    }
-    out
+    [
+        ("data_dir", running.data_dir != new.data_dir),
+        ("[tls]", running.tls != new.tls),
+        ("[listeners]", running.listeners != new.listeners),
+        ("[mqtt]", running.mqtt != new.mqtt),
+        ("[ingest]", running.ingest != new.ingest),
+        ("[provisioning]", running.provisioning != new.provisioning),
+    ]
+    .into_iter()
+    .filter_map(|(section, changed)| changed.then_some(section))
+    .collect()
 }
 
 #[cfg(test)]

@@ -17,11 +17,13 @@ impl TelemetryTap {
         }
     }
 
-    /// Whether PUBLISHes on `topic` are ingested (inside the filter; a topic
-    /// that is not UTF-8 never is).
-    pub fn wants(&self, topic: &[u8]) -> bool {
+    /// `topic` as text when PUBLISHes on it are ingested (inside the filter;
+    /// a topic that is not UTF-8 never is). A shape that checks this first,
+    /// before anything costlier, builds the record from what it returns.
+    pub fn ingested<'t>(&self, topic: &'t [u8]) -> Option<&'t str> {
         std::str::from_utf8(topic)
-            .is_ok_and(|t| gatehouse_acl::topic_matches_filter(t, &self.filter))
+            .ok()
+            .filter(|t| gatehouse_acl::topic_matches_filter(t, &self.filter))
     }
 
     /// The record for a PUBLISH on `topic` from the gateway whose
@@ -33,9 +35,8 @@ impl TelemetryTap {
         topic: &[u8],
         payload: impl Into<Vec<u8>>,
     ) -> Option<Record> {
-        let topic = std::str::from_utf8(topic).ok()?;
-        gatehouse_acl::topic_matches_filter(topic, &self.filter)
-            .then(|| Record::new(gateway_code, topic, payload))
+        let topic = self.ingested(topic)?;
+        Some(Record::new(gateway_code, topic, payload))
     }
 }
 
@@ -54,9 +55,12 @@ mod tests {
             ("GW1", "telemetry/GW1/data")
         );
         assert_eq!(r.payload, b"{\"v\":1}");
-        assert!(tap.wants(b"telemetry/GW1/data"));
+        assert_eq!(
+            tap.ingested(b"telemetry/GW1/data"),
+            Some("telemetry/GW1/data")
+        );
         for topic in [&b"other/GW1/data"[..], b"telemetry/\xff/data"] {
-            assert!(!tap.wants(topic));
+            assert_eq!(tap.ingested(topic), None);
             assert!(tap.take("GW1", topic, &b"x"[..]).is_none());
         }
     }

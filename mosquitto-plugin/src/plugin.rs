@@ -317,9 +317,9 @@ impl Plugin {
         let Some(telemetry) = &self.telemetry else {
             return;
         };
-        if !telemetry.wants(&message.topic) {
+        let Some(topic) = telemetry.ingested(&message.topic) else {
             return;
-        }
+        };
         let Some(client_id) = message.client.id() else {
             return;
         };
@@ -352,7 +352,7 @@ impl Plugin {
             }
             session.cn.clone()
         };
-        telemetry.submit(&cn, &message.topic, message.payload);
+        telemetry.submit(&cn, topic, message.payload);
     }
 
     /// MOSQ_EVT_DISCONNECT: forget the client's identity.

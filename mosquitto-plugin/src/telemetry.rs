@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use gatehouse_config::{IngestSettings, WhenFull};
 use gatehouse_gate::TelemetryTap;
-use gatehouse_ingest::{IngestHandle, IngestService};
+use gatehouse_ingest::{IngestHandle, IngestService, Record};
 
 use crate::error::PluginError;
 
@@ -60,16 +60,15 @@ impl Telemetry {
         })
     }
 
-    /// Whether `topic` is ingested (checked before anything else).
-    pub(crate) fn wants(&self, topic: &[u8]) -> bool {
-        self.tap.wants(topic)
+    /// `topic` as text when it is ingested (checked before anything else).
+    pub(crate) fn ingested<'t>(&self, topic: &'t [u8]) -> Option<&'t str> {
+        self.tap.ingested(topic)
     }
 
-    /// Hands one message to ingest without waiting.
-    pub(crate) fn submit(&self, gateway_code: &str, topic: &[u8], payload: Vec<u8>) {
-        if let Some(record) = self.tap.take(gateway_code, topic, payload) {
-            self.handle.submit(record, None);
-        }
+    /// Hands one message on an ingested topic to ingest without waiting.
+    pub(crate) fn submit(&self, gateway_code: &str, topic: &str, payload: Vec<u8>) {
+        self.handle
+            .submit(Record::new(gateway_code, topic, payload), None);
     }
 
     /// Flushes what is queued (to the database or the spool) and stops the
