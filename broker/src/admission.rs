@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use gatehouse_acl::{Action, Subject};
-use gatehouse_auth::Identity;
-use gatehouse_gate::{ConnectRefusal, Handshake};
+use gatehouse_auth::{Identity, Kind};
+use gatehouse_gate::{CertificateAccepted, ConnectRefusal, Handshake, Refused, Stage, Why};
 use rumqttd::protocol::{
     ConnAck, ConnAckProperties, Connect, ConnectReturnCode, LastWill, Packet, QoS,
 };
@@ -38,39 +38,58 @@ pub(crate) async fn serve(tcp: TcpStream, peer: std::net::SocketAddr, shared: Ar
             return refused(
                 &shared,
                 peer,
-                Handshake::Timeout,
-                "no TLS handshake in time",
+                Why::Certificate {
+                    outcome: Handshake::Timeout,
+                    detail: &"no TLS handshake in time",
+                },
             );
         }
         Ok(Err(e)) => {
-            let result = crate::tls::handshake_of_io_error(&e);
-            return refused(&shared, peer, result, &e.to_string());
+            let outcome = crate::tls::handshake_of_io_error(&e);
+            return refused(
+                &shared,
+                peer,
+                Why::Certificate {
+                    outcome,
+                    detail: &e,
+                },
+            );
         }
         Ok(Ok(io)) => io,
     };
     let Some(leaf) = io.get_ref().1.peer_certificates().and_then(|c| c.first()) else {
-        return refused(&shared, peer, Handshake::NoCert, "no client certificate");
+        return refused(
+            &shared,
+            peer,
+            Why::Certificate {
+                outcome: Handshake::NoCert,
+                detail: &"no client certificate",
+            },
+        );
     };
     // The gate's order: certificate, revocation, (at CONNECT) client id.
     let policy = shared.policy.load_full();
     let identity = match policy.identify(leaf.as_ref(), time::OffsetDateTime::now_utc()) {
         Ok(id) => id,
-        Err(e) => return refused(&shared, peer, e.handshake(), &e.to_string()),
+        Err(e) => return refused(&shared, peer, Why::Admission(&e)),
     };
     // Register before checking, so a revocation published in between still
     // reaches this session.
     let (registration, control) = shared.registry.register(identity.serial);
     if let Err(e) = policy.check_revocation(&shared.revocation, &identity) {
         drop(registration);
+        let detail = format!("{e} (CN {:?})", identity.cn);
         return refused(
             &shared,
             peer,
-            e.handshake(),
-            &format!("{e} (CN {:?})", identity.cn),
+            Why::Certificate {
+                outcome: e.handshake(),
+                detail: &detail,
+            },
         );
     }
     drop(policy);
-    shared.metrics.gate.handshake(Handshake::Ok);
+    shared.metrics.gate.emit(CertificateAccepted);
     shared
         .metrics
         .handshake_seconds
@@ -103,13 +122,13 @@ pub(crate) async fn serve(tcp: TcpStream, peer: std::net::SocketAddr, shared: Ar
     drop(registration);
 }
 
-fn refused(shared: &Shared, peer: std::net::SocketAddr, result: Handshake, why: &str) {
-    shared.metrics.gate.handshake(result);
-    if result == Handshake::Failed {
-        tracing::debug!(%peer, result = result.label(), why, "TLS handshake failed");
-    } else {
-        tracing::warn!(%peer, result = result.label(), why, "client refused at handshake");
-    }
+fn refused(shared: &Shared, peer: std::net::SocketAddr, why: Why<'_>) {
+    shared.metrics.gate.emit(Refused {
+        client_id: None,
+        peer: Some(peer),
+        stage: Stage::Handshake,
+        why,
+    });
 }
 
 /// A TLS connection before and during its session.
@@ -225,14 +244,21 @@ impl Conn {
         .await;
     }
 
+    /// Answers CONNACK `v5`/`v4` (by the client's version) and closes;
+    /// the refusal is counted and logged once, by the gate's event.
     async fn refuse_connect(
         &mut self,
         codec: &Codec,
-        v5: ConnectReturnCode,
-        v4: ConnectReturnCode,
-        reason: ConnectRefusal,
+        client_id: &str,
+        (v5, v4): (ConnectReturnCode, ConnectReturnCode),
+        why: Why<'_>,
     ) {
-        self.shared.metrics.gate.connect_refused(reason);
+        self.shared.metrics.gate.emit(Refused {
+            client_id: Some(client_id),
+            peer: Some(self.peer),
+            stage: Stage::Connect,
+            why,
+        });
         let code = if codec.version() == Version::V5 {
             v5
         } else {
@@ -261,17 +287,21 @@ impl Conn {
         } = cp;
         let shared = self.shared.clone();
         let v5 = codec.version() == Version::V5;
+        // An operational client that sends no client id gets its CN (v5:
+        // Assigned Client Identifier [MQTT-3.1.3-7]; 3.1.1 only with a
+        // clean session [MQTT-3.1.3-8]). A bootstrap client must name its
+        // MAC, so an empty id is refused below like any other wrong one.
+        let assigned = connect.client_id.is_empty()
+            && identity.kind == Kind::Operational
+            && (v5 || connect.clean_session);
+        if assigned {
+            connect.client_id = identity.cn.clone();
+        }
         let client_id = connect.client_id.clone();
         if let Err(e) = shared.policy.load().check_client_id(&identity, &client_id) {
-            let why = e.to_string();
-            tracing::warn!(peer = %self.peer, cn = ?identity.cn, kind = %identity.kind, client_id = ?client_id, why, "CONNECT refused: client id");
-            self.refuse_connect(
-                &codec,
-                ConnectReturnCode::ClientIdentifierNotValid,
-                ConnectReturnCode::ClientIdentifierNotValid,
-                ConnectRefusal::ClientId,
-            )
-            .await;
+            let code = ConnectReturnCode::ClientIdentifierNotValid;
+            self.refuse_connect(&codec, &client_id, (code, code), Why::Admission(&e))
+                .await;
             return None;
         }
         let subject = Subject::new(identity.kind, &identity.cn, &client_id);
@@ -291,23 +321,39 @@ impl Conn {
                     .gate
                     .acl_denials(identity.kind, Action::Publish)
                     .inc();
-                tracing::warn!(client_id = ?client_id, "CONNECT refused: will topic: {}", shared.policy.load().acl.explain_decision(&subject, Action::Publish, &topic, decision));
+                let explained = format!(
+                    "will topic: {}",
+                    shared.policy.load().acl.explain_decision(
+                        &subject,
+                        Action::Publish,
+                        &topic,
+                        decision
+                    )
+                );
+                let code = ConnectReturnCode::NotAuthorized;
                 self.refuse_connect(
                     &codec,
-                    ConnectReturnCode::NotAuthorized,
-                    ConnectReturnCode::NotAuthorized,
-                    ConnectRefusal::WillAcl,
+                    &client_id,
+                    (code, code),
+                    Why::Connect {
+                        reason: ConnectRefusal::WillAcl,
+                        detail: &explained,
+                    },
                 )
                 .await;
                 return None;
             }
             if w.qos == QoS::ExactlyOnce {
                 if v5 {
+                    let code = ConnectReturnCode::QoSNotSupported;
                     self.refuse_connect(
                         &codec,
-                        ConnectReturnCode::QoSNotSupported,
-                        ConnectReturnCode::QoSNotSupported,
-                        ConnectRefusal::WillQos2,
+                        &client_id,
+                        (code, code),
+                        Why::Connect {
+                            reason: ConnectRefusal::WillQos2,
+                            detail: &"a QoS 2 will (this broker supports QoS 0 and 1)",
+                        },
                     )
                     .await;
                     return None;
@@ -322,9 +368,15 @@ impl Conn {
         {
             self.refuse_connect(
                 &codec,
-                ConnectReturnCode::BadAuthenticationMethod,
-                ConnectReturnCode::NotAuthorized,
-                ConnectRefusal::AuthMethod,
+                &client_id,
+                (
+                    ConnectReturnCode::BadAuthenticationMethod,
+                    ConnectReturnCode::NotAuthorized,
+                ),
+                Why::Connect {
+                    reason: ConnectRefusal::AuthMethod,
+                    detail: &"MQTT 5 enhanced authentication is not supported (the client certificate is the credential)",
+                },
             )
             .await;
             return None;
@@ -351,12 +403,17 @@ impl Conn {
         let (link_tx, link_rx, notification) = match failure {
             Ok(l) => l,
             Err(why) => {
-                tracing::error!(client_id = ?client_id, "{why}");
                 self.refuse_connect(
                     &codec,
-                    ConnectReturnCode::ServerBusy,
-                    ConnectReturnCode::ServiceUnavailable,
-                    ConnectRefusal::Router,
+                    &client_id,
+                    (
+                        ConnectReturnCode::ServerBusy,
+                        ConnectReturnCode::ServiceUnavailable,
+                    ),
+                    Why::Connect {
+                        reason: ConnectRefusal::Router,
+                        detail: &why,
+                    },
                 )
                 .await;
                 return None;
@@ -374,6 +431,7 @@ impl Conn {
             shared_subscription_available: Some(0),
             subscription_identifiers_available: Some(1),
             server_keep_alive: (connect.keep_alive != asked).then_some(connect.keep_alive),
+            assigned_client_identifier: assigned.then(|| client_id.clone()),
             ..Default::default()
         });
         let ack = ConnAck {

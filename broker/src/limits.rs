@@ -52,7 +52,4 @@ pub(crate) fn check_at_start(config: &Config) {
         }
         Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-files limit"),
     }
-    for line in gatehouse_gate::whole_tree_warnings(config) {
-        tracing::warn!("{line}");
-    }
 }

@@ -3,7 +3,7 @@
 //! broken file is refused with one line and the rules in force stay.
 
 use gatehouse_config::Config;
-use gatehouse_gate::whole_tree_warnings;
+use gatehouse_gate::{ReloadRefused, RulesInForce};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::server::Shared;
@@ -31,29 +31,23 @@ pub(crate) async fn on_sighup(mut hup: Signal, shared: std::sync::Arc<Shared>) {
 /// Re-reads `shared.config.source` and swaps in its rules.
 pub(crate) fn reload(shared: &Shared) {
     let Some(path) = shared.config.source.as_deref() else {
-        tracing::warn!(
-            "nothing to reload: gatehouse runs on built-in defaults (no config file); start it with --config FILE to change rules without a restart"
-        );
-        shared.metrics.gate.config_reloaded(false);
+        shared.metrics.gate.emit(ReloadRefused {
+            path: None,
+            error: &"gatehouse runs on built-in defaults (no config file); start it with --config FILE to change rules without a restart",
+        });
         return;
     };
     match shared.policy.reload(path) {
-        Ok(config) => {
-            shared.metrics.gate.config_reloaded(true);
-            for line in whole_tree_warnings(&config) {
-                tracing::warn!("{line}");
-            }
-            let later = needs_restart(&shared.config, &config);
-            if later.is_empty() {
-                tracing::info!(path = %path.display(), "reloaded: new [identity] and [acl] rules in force");
-            } else {
-                tracing::warn!(path = %path.display(), "reloaded: new [identity] and [acl] rules in force; changes to {} take effect only after a restart", later.join(", "));
-            }
-        }
-        Err(e) => {
-            shared.metrics.gate.config_reloaded(false);
-            tracing::error!(path = %path.display(), "reload refused, keeping the previous rules: {e}");
-        }
+        Ok(config) => shared.metrics.gate.emit(RulesInForce {
+            path: Some(path),
+            config: &config,
+            reloaded: true,
+            restart_needed: &needs_restart(&shared.config, &config),
+        }),
+        Err(e) => shared.metrics.gate.emit(ReloadRefused {
+            path: Some(path),
+            error: &e,
+        }),
     }
 }
 

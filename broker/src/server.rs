@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use gatehouse_auth::RevocationHandle;
 use gatehouse_config::Config;
-use gatehouse_gate::{CrlEvent, Policy, PolicyHandle, start_revocation};
+use gatehouse_gate::{CrlEvent, Policy, PolicyHandle, RulesInForce, start_revocation};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, broadcast, mpsc};
 
@@ -102,6 +102,12 @@ async fn run_until_router_dies(
     )?);
     let (revocation, watcher) = start_revocation(&config.tls)?;
     let policy = PolicyHandle::new(Policy::from_config(&config)?);
+    metrics.gate.emit(RulesInForce {
+        path: config.source.as_deref(),
+        config: &config,
+        reloaded: false,
+        restart_needed: &[],
+    });
     let (ingest, ingest_service) = if config.ingest.enabled {
         let (handle, service) =
             gatehouse_ingest::start(&config.ingest, Some(&metrics.registry)).await?;

@@ -194,7 +194,7 @@ async fn readme_walkthrough_runs_against_the_gatehouse_binary() {
     assert!(
         logged
             .lines()
-            .any(|l| l.contains("client refused at handshake") && l.contains("revoked")),
+            .any(|l| l.contains("refused a client at the TLS handshake") && l.contains("revoked")),
         "{logged}"
     );
 

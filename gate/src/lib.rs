@@ -19,13 +19,18 @@
 //! * [`TelemetryTap`]: which accepted PUBLISHes become ingest records;
 //! * [`GateMetrics`]: every metric both shapes expose, with names, help and
 //!   label values registered in one place (all label values visible from
-//!   the start), and [`render`], the one `/metrics` body encoder.
+//!   the start), and [`render`], the one `/metrics` body encoder;
+//! * the events ([`Refused`], [`RevokedSessionCut`], [`RulesInForce`],
+//!   [`ReloadRefused`], [`CertificateAccepted`]): each counts itself and
+//!   writes its one log line, so both shapes say the same thing the same
+//!   way ([`GateMetrics::emit`]).
 //!
 //! No async runtime, no sockets, no unsafe: the shapes own the network and
 //! their threads. (`PolicyHandle::reload` reads the config file, and
 //! `start_revocation` starts `auth`'s CRL watcher thread.)
 
 mod admission;
+mod events;
 mod metrics;
 mod outcome;
 mod policy;
@@ -34,6 +39,10 @@ mod sessions;
 mod tap;
 
 pub use admission::Refusal;
+pub use events::{
+    CertificateAccepted, GateEvent, Refused, ReloadRefused, RevokedSessionCut, RulesInForce, Stage,
+    Why,
+};
 pub use metrics::{CONTENT_TYPE, GateMetrics, SHARED_METRICS, render};
 pub use outcome::{ConnectRefusal, Handshake};
 pub use policy::{Policy, PolicyError, PolicyHandle, whole_tree_warnings};

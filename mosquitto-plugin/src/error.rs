@@ -5,7 +5,7 @@ use std::os::raw::c_int;
 
 use gatehouse_auth::CrlError;
 use gatehouse_config::ConfigError;
-use gatehouse_gate::{ConnectRefusal, Handshake};
+use gatehouse_gate::{ConnectRefusal, Handshake, Why};
 
 use crate::ffi::CertError;
 
@@ -58,15 +58,25 @@ pub(crate) enum Refusal {
 }
 
 impl Refusal {
-    /// What the gate calls this refusal: a failed certificate check
-    /// (`Err`, counted in `gatehouse_handshakes_total`), or a CONNECT refused
-    /// after a good certificate (`Ok`, `gatehouse_connect_refused_total`).
-    pub(crate) fn outcome(&self) -> Result<ConnectRefusal, Handshake> {
+    /// What the gate calls this refusal: a step of its admission, a failed
+    /// certificate check (counted in `gatehouse_handshakes_total`), or a
+    /// CONNECT refused after a good certificate
+    /// (`gatehouse_connect_refused_total`).
+    pub(crate) fn why(&self) -> Why<'_> {
         match self {
-            Refusal::NoCertificate => Err(Handshake::NoCert),
-            Refusal::Certificate(_) => Err(Handshake::BadChain),
-            Refusal::Gate(r) => r.outcome(),
-            Refusal::Username(_) => Ok(ConnectRefusal::Internal),
+            Refusal::NoCertificate => Why::Certificate {
+                outcome: Handshake::NoCert,
+                detail: self,
+            },
+            Refusal::Certificate(_) => Why::Certificate {
+                outcome: Handshake::BadChain,
+                detail: self,
+            },
+            Refusal::Gate(r) => Why::Admission(r),
+            Refusal::Username(_) => Why::Connect {
+                reason: ConnectRefusal::Internal,
+                detail: self,
+            },
         }
     }
 }

@@ -15,7 +15,8 @@ use gatehouse_acl::{Action, Subject};
 use gatehouse_auth::{CrlWatcher, Identity, Kind, RevocationHandle, RevocationUpdate, Serial};
 use gatehouse_config::Config;
 use gatehouse_gate::{
-    CrlEvent, Handshake, Policy, PolicyHandle, SessionIndex, start_revocation, whole_tree_warnings,
+    CertificateAccepted, CrlEvent, Policy, PolicyHandle, Refused, ReloadRefused, RevokedSessionCut,
+    RulesInForce, SessionIndex, Stage, start_revocation,
 };
 use time::OffsetDateTime;
 use tokio::sync::broadcast::{Receiver, error::TryRecvError};
@@ -93,6 +94,20 @@ impl Fixed {
             ingest: config.ingest.clone(),
         }
     }
+
+    /// The sections of `new` that differ from these and that a reload does
+    /// not apply.
+    fn changed_in(&self, new: &Config) -> Vec<&'static str> {
+        let new = Fixed::of(new);
+        [
+            ("[tls] ca/crl", (&self.ca, &self.crl) != (&new.ca, &new.crl)),
+            ("[plugin]", self.plugin != new.plugin),
+            ("[ingest]", self.ingest != new.ingest),
+        ]
+        .into_iter()
+        .filter_map(|(section, changed)| changed.then_some(section))
+        .collect()
+    }
 }
 
 /// Everything the plugin owns between `mosquitto_plugin_init` and
@@ -126,11 +141,16 @@ impl Plugin {
             .filter(|p| !p.as_os_str().is_empty())
             .ok_or(PluginError::NoConfigOption)?;
         let config = Config::load(&config_path)?;
-        warn_whole_tree_grants(&config);
         let policy = PolicyHandle::new(Policy::from_config(&config)?);
 
         let (revocation, watcher) = start_revocation(&config.tls)?;
         let metrics = Arc::new(Metrics::new());
+        metrics.gate.emit(RulesInForce {
+            path: Some(&config_path),
+            config: &config,
+            reloaded: false,
+            restart_needed: &[],
+        });
         let server = match config.plugin.metrics {
             Some(addr) => Some(MetricsServer::start(addr, metrics.clone())?),
             None => None,
@@ -196,19 +216,13 @@ impl Plugin {
         )?)
     }
 
-    fn refuse_log(&self, client_id: &str, when: &str, why: &Refusal) {
-        match why.outcome() {
-            Err(handshake) => self.metrics.gate.handshake(handshake),
-            Ok(refusal) => {
-                // The certificate itself was good, as the broker counts it.
-                self.metrics.gate.handshake(Handshake::Ok);
-                self.metrics.gate.connect_refused(refusal);
-            }
-        }
-        ffi::log(
-            Level::Notice,
-            &format!("gatehouse: refused client {client_id:?} {when}: {why}"),
-        );
+    fn refuse_log(&self, client_id: &str, stage: Stage, why: &Refusal) {
+        self.metrics.gate.emit(Refused {
+            client_id: Some(client_id),
+            peer: None,
+            stage,
+            why: why.why(),
+        });
     }
 
     /// MOSQ_EVT_BASIC_AUTH: runs for every CONNECT on a listener without
@@ -222,16 +236,16 @@ impl Plugin {
             Ok(id) => id,
             Err(why) => {
                 drop(state);
-                self.refuse_log(&client_id, "at CONNECT", &why);
+                self.refuse_log(&client_id, Stage::Connect, &why);
                 return ffi::ERR_AUTH;
             }
         };
         if let Err(rc) = client.set_username(&identity.cn) {
             drop(state);
-            self.refuse_log(&client_id, "at CONNECT", &Refusal::Username(rc));
+            self.refuse_log(&client_id, Stage::Connect, &Refusal::Username(rc));
             return ffi::ERR_AUTH;
         }
-        self.metrics.gate.handshake(Handshake::Ok);
+        self.metrics.gate.emit(CertificateAccepted);
         self.insert(&mut state, &client, client_id, identity);
         ffi::SUCCESS
     }
@@ -278,14 +292,14 @@ impl Plugin {
             }
             match self.identify(&client, client_id) {
                 Ok(identity) => {
-                    self.metrics.gate.handshake(Handshake::Ok);
+                    self.metrics.gate.emit(CertificateAccepted);
                     self.insert(&mut state, &client, client_id.to_owned(), identity);
                 }
                 Err(why) => {
                     state.refused.insert(client.key());
                     state.pending_kicks.push(client_id.to_owned());
                     drop(state);
-                    self.refuse_log(client_id, "at its first request", &why);
+                    self.refuse_log(client_id, Stage::FirstRequest, &why);
                     return ffi::ERR_ACL_DENIED;
                 }
             }
@@ -419,20 +433,11 @@ impl Plugin {
         for (client_id, serial) in kicks {
             let rc = ffi::kick(&client_id);
             match serial {
-                Some(serial) => {
-                    self.metrics.gate.revocation_kicked();
-                    ffi::log(
-                        Level::Notice,
-                        &format!(
-                            "gatehouse: disconnected client {client_id:?}: certificate serial {serial} was revoked{}",
-                            if rc == ffi::SUCCESS {
-                                ""
-                            } else {
-                                " (already gone)"
-                            }
-                        ),
-                    );
-                }
+                Some(serial) => self.metrics.gate.emit(RevokedSessionCut {
+                    client_id: &client_id,
+                    serial: &serial,
+                    already_gone: rc != ffi::SUCCESS,
+                }),
                 None if rc == ffi::SUCCESS || rc == ffi::ERR_NOT_FOUND => {}
                 None => ffi::log(
                     Level::Warning,
@@ -447,31 +452,19 @@ impl Plugin {
     /// MOSQ_EVT_RELOAD (SIGHUP): re-read gatehouse.toml and swap in the new
     /// identity and topic rules. A bad file is logged and the old rules stay.
     pub(crate) fn reload(&self) {
-        let config = match self.policy.reload(&self.config_path) {
-            Ok(config) => config,
-            Err(e) => {
-                self.metrics.gate.config_reloaded(false);
-                ffi::log(
-                    Level::Err,
-                    &format!("gatehouse: reload refused, keeping the previous rules: {e}"),
-                );
-                return;
-            }
-        };
-        self.metrics.gate.config_reloaded(true);
-        warn_whole_tree_grants(&config);
-        let note = if Fixed::of(&config) == self.fixed {
-            ""
-        } else {
-            " ([tls] ca/crl, [plugin] and [ingest] changes take effect after a restart)"
-        };
-        ffi::log(
-            Level::Notice,
-            &format!(
-                "gatehouse: reloaded {}: new [identity] and [acl] rules in force{note}",
-                self.config_path.display()
-            ),
-        );
+        let path = Some(self.config_path.as_path());
+        match self.policy.reload(&self.config_path) {
+            Ok(config) => self.metrics.gate.emit(RulesInForce {
+                path,
+                config: &config,
+                reloaded: true,
+                restart_needed: &self.fixed.changed_in(&config),
+            }),
+            Err(error) => self.metrics.gate.emit(ReloadRefused {
+                path,
+                error: &error,
+            }),
+        }
     }
 
     /// Stops the background threads (CRL watcher, metrics listener, ingest
@@ -485,13 +478,5 @@ impl Plugin {
         }
         drop(self.server.take());
         log::drain();
-    }
-}
-
-/// Rules granting `#`: said at start and on reload, as the embedded broker
-/// does (the gate words them).
-fn warn_whole_tree_grants(config: &Config) {
-    for line in whole_tree_warnings(config) {
-        ffi::log(Level::Warning, &format!("gatehouse: {line}"));
     }
 }

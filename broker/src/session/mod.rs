@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use gatehouse_auth::Identity;
+use gatehouse_gate::RevokedSessionCut;
 use prometheus::IntCounter;
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::{
@@ -381,8 +382,11 @@ impl Session {
         }
         self.router_released = true;
         if end.reason == DisconnectReason::Revoked {
-            shared.metrics.gate.revocation_kicked();
-            tracing::warn!(client_id = ?self.client_id, cn = ?self.identity.cn, serial = %self.identity.serial, "certificate revoked: session disconnected");
+            shared.metrics.gate.emit(RevokedSessionCut {
+                client_id: &self.client_id,
+                serial: &self.identity.serial,
+                already_gone: false,
+            });
         }
         self.conn.close().await;
         shared.book.session_end(&self.client_id, self.clean);
