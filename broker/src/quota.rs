@@ -208,15 +208,19 @@ impl ClientBook {
         true
     }
 
-    pub(crate) fn unsubscribe(&self, client_id: &str, filter: &str) {
+    /// Drops `filter` from the client's subscriptions; `false` when it held
+    /// no such subscription.
+    pub(crate) fn unsubscribe(&self, client_id: &str, filter: &str) -> bool {
         let now = Instant::now();
         let mut clients = self.lock();
-        if let Some(held) = clients.by_id.get_mut(client_id) {
-            held.subscriptions.remove(filter);
-            if held.idle(now) {
-                clients.by_id.remove(client_id);
-            }
+        let Some(held) = clients.by_id.get_mut(client_id) else {
+            return false;
+        };
+        let existed = held.subscriptions.remove(filter);
+        if held.idle(now) {
+            clients.by_id.remove(client_id);
         }
+        existed
     }
 
     /// A retained PUBLISH: an empty payload clears the topic's retained
@@ -328,7 +332,9 @@ mod tests {
         );
         assert!(!book.subscribe("c", "c/#"));
         assert!(book.subscribe("other", "c/#"), "limits are per client");
-        book.unsubscribe("c", "a/#");
+        assert!(book.unsubscribe("c", "a/#"), "it existed");
+        assert!(!book.unsubscribe("c", "a/#"), "not twice");
+        assert!(!book.unsubscribe("nobody", "a/#"));
         assert!(book.subscribe("c", "c/#"));
         book.session_end("c", false);
         assert!(

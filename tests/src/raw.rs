@@ -210,6 +210,60 @@ pub fn subscribe(level: u8, pkid: u16, filters: &[(&str, u8)]) -> Vec<u8> {
     frame(0x82, &body)
 }
 
+/// An UNSUBSCRIBE of `filters`.
+pub fn unsubscribe(level: u8, pkid: u16, filters: &[&str]) -> Vec<u8> {
+    let mut body = pkid.to_be_bytes().to_vec();
+    if level == 5 {
+        body.push(0);
+    }
+    for f in filters {
+        body.extend(string(f.as_bytes()));
+    }
+    frame(0xA2, &body)
+}
+
+/// The v5 properties of a CONNACK body as (identifier, value bytes) pairs;
+/// string and binary values without their length prefix. `None` if the
+/// body is not a v5 CONNACK with well-formed properties.
+pub fn connack_properties(body: &[u8]) -> Option<Vec<(u8, Vec<u8>)>> {
+    let (len, n) = varint(body.get(2..)?)?;
+    let mut p = body.get(2 + n..2 + n + len)?;
+    let mut out = Vec::new();
+    while let Some((&id, rest)) = p.split_first() {
+        let size = match id {
+            // Byte: max QoS, retain / wildcard / subscription-id / shared
+            // available, request problem / response information.
+            0x24 | 0x25 | 0x28 | 0x29 | 0x2A | 0x17 | 0x19 => 1,
+            // Two-byte integer: server keep alive, receive maximum, topic
+            // alias maximum.
+            0x13 | 0x21 | 0x22 => 2,
+            // Four-byte integer: session expiry, maximum packet size.
+            0x11 | 0x27 => 4,
+            // String or binary: assigned client id, reason string, response
+            // information, server reference, authentication method / data.
+            0x12 | 0x1F | 0x1A | 0x1C | 0x15 | 0x16 => {
+                usize::from(u16::from_be_bytes([*rest.first()?, *rest.get(1)?])) + 2
+            }
+            // User property: two strings.
+            0x26 => {
+                let k = usize::from(u16::from_be_bytes([*rest.first()?, *rest.get(1)?]));
+                let v = usize::from(u16::from_be_bytes([*rest.get(2 + k)?, *rest.get(3 + k)?]));
+                4 + k + v
+            }
+            _ => return None,
+        };
+        let value = rest.get(..size)?;
+        let value = if matches!(id, 0x12 | 0x1F | 0x1A | 0x1C | 0x15 | 0x16) {
+            value[2..].to_vec()
+        } else {
+            value.to_vec()
+        };
+        out.push((id, value));
+        p = &rest[size..];
+    }
+    Some(out)
+}
+
 /// A raw mTLS MQTT connection (server name `localhost`).
 #[derive(Debug)]
 pub struct Raw {

@@ -57,6 +57,12 @@ impl Session {
                 ));
             }
             let (qos, pkid) = wire::publish_qos_pkid(&frame).unwrap_or((0, 0));
+            if header.kind == validate::Kind::Publish {
+                // DUP says whether *this hop* is a retransmission; it is not
+                // forwarded [MQTT-3.3.1-3]. rumqttd keeps the flag it decoded
+                // and hands it to every subscriber, so clear it here.
+                frame[0] &= !0x08;
+            }
             let packet = match self.codec.read(&mut frame, max) {
                 Ok(p) if frame.is_empty() => p,
                 other => {
@@ -195,11 +201,23 @@ impl Session {
             }
             Packet::Unsubscribe(unsubscribe, props) => {
                 // rumqttd acks only filters that existed, one UNSUBACK each:
-                // answer here, once, and drop the router's acks.
-                for filter in &unsubscribe.filters {
-                    self.conn.shared.book.unsubscribe(&self.client_id, filter);
-                }
-                let reasons = vec![UnsubAckReason::Success; unsubscribe.filters.len()];
+                // answer here, once, and drop the router's acks. The book
+                // holds this client's subscriptions as the router does, so
+                // a v5 client learns which ones did not exist
+                // [MQTT-3.11.3-2] (3.1.1's UNSUBACK carries no codes).
+                let v5 = self.v5();
+                let reasons = unsubscribe
+                    .filters
+                    .iter()
+                    .map(|filter| {
+                        let existed = self.conn.shared.book.unsubscribe(&self.client_id, filter);
+                        if existed || !v5 {
+                            UnsubAckReason::Success
+                        } else {
+                            UnsubAckReason::NoSubscriptionExisted
+                        }
+                    })
+                    .collect();
                 self.write(Packet::UnsubAck(
                     UnsubAck {
                         pkid: unsubscribe.pkid,
