@@ -333,7 +333,7 @@ mod tests {
             )),
             "{lines:?}"
         );
-        assert!(lines[0].ends_with("outcome=client_id"), "{lines:?}");
+        assert!(lines[0].ends_with("outcome=\"client_id\""), "{lines:?}");
     }
 
     #[test]
@@ -352,7 +352,7 @@ mod tests {
         assert_eq!(
             lines,
             [
-                "WARN refused a client at the TLS handshake: certificate serial 0a is revoked peer=192.0.2.7:40000 outcome=revoked"
+                "WARN refused a client at the TLS handshake: certificate serial 0a is revoked peer=192.0.2.7:40000 outcome=\"revoked\""
             ]
         );
     }
