@@ -14,6 +14,27 @@ use gatehouse_tests::raw::{self, ConnectOpts, Raw, kind};
 /// `ANY_CLIENT_ID`, one operational certificate may use several ids).
 const MONITOR: &str = "GW0001-EEFF-mon";
 
+/// A connected operational client of `level` named `client_id`.
+async fn operational(b: &BrokerProcess, pki: &Pki, level: u8, client_id: &str) -> Raw {
+    Raw::connect(
+        b.mqtt,
+        pki,
+        &pki.operational,
+        &ConnectOpts::new(level, client_id),
+    )
+    .await
+}
+
+/// The CONNACK of a connection the broker refused and closed.
+async fn refused_connack(c: &mut Raw) -> raw::Frame {
+    let closed = c.closed_within(LONG).await.expect("connection closed");
+    closed
+        .frames
+        .into_iter()
+        .find(|f| f.kind == kind::CONNACK)
+        .expect("a CONNACK before the close")
+}
+
 /// [MQTT-3.3.1-3]: the DUP flag of an outgoing PUBLISH says only whether
 /// *that* PUBLISH is a retransmission; a subscriber never sees the
 /// publisher's DUP. (rumqttd forwarded it.)
@@ -23,23 +44,11 @@ async fn mqtt_3_3_1_3_dup_is_not_forwarded_to_subscribers() {
     let b = BrokerProcess::start(exe(), &pki, ANY_CLIENT_ID);
     let topic = format!("telemetry/{GATEWAY_CODE}/data");
     for level in [4u8, 5] {
-        let mut sub = Raw::connect(
-            b.mqtt,
-            &pki,
-            &pki.operational,
-            &ConnectOpts::new(level, MONITOR),
-        )
-        .await;
+        let mut sub = operational(&b, &pki, level, MONITOR).await;
         sub.send(&raw::subscribe(level, 1, &[(topic.as_str(), 1)]))
             .await;
         sub.expect(kind::SUBACK, LONG).await;
-        let mut publisher = Raw::connect(
-            b.mqtt,
-            &pki,
-            &pki.operational,
-            &ConnectOpts::new(level, GATEWAY_CODE),
-        )
-        .await;
+        let mut publisher = operational(&b, &pki, level, GATEWAY_CODE).await;
         // A QoS 1 PUBLISH sent again after a lost PUBACK: DUP = 1.
         let mut again = raw::publish(level, topic.as_bytes(), 1, false, 7, b"{\"t\":1}");
         again[0] |= 0x08;
@@ -70,13 +79,7 @@ async fn mqtt_3_11_3_2_unsuback_says_which_subscriptions_did_not_exist() {
     let held = format!("telemetry/{GATEWAY_CODE}/#");
     let never = format!("telemetry/{GATEWAY_CODE}/never");
     for level in [5u8, 4] {
-        let mut c = Raw::connect(
-            b.mqtt,
-            &pki,
-            &pki.operational,
-            &ConnectOpts::new(level, GATEWAY_CODE),
-        )
-        .await;
+        let mut c = operational(&b, &pki, level, GATEWAY_CODE).await;
         c.send(&raw::subscribe(level, 1, &[(held.as_str(), 1)]))
             .await;
         c.expect(kind::SUBACK, LONG).await;
@@ -190,12 +193,7 @@ async fn mqtt_3_1_1_3_1_3_8_an_empty_client_id_with_a_persistent_session_is_refu
         ..ConnectOpts::new(4, "")
     }))
     .await;
-    let closed = c.closed_within(LONG).await.expect("connection closed");
-    let ack = closed
-        .frames
-        .iter()
-        .find(|f| f.kind == kind::CONNACK)
-        .expect("a CONNACK before the close");
+    let ack = refused_connack(&mut c).await;
     assert_eq!(ack.body, [0, 0x02], "{ack:?}");
 }
 
@@ -207,12 +205,7 @@ async fn a_bootstrap_client_without_a_client_id_is_refused() {
     let b = BrokerProcess::start(exe(), &pki, "");
     let mut c = Raw::open(b.mqtt, &pki, &pki.bootstrap, 5).await;
     c.send(&raw::connect(&ConnectOpts::new(5, ""))).await;
-    let closed = c.closed_within(LONG).await.expect("connection closed");
-    let ack = closed
-        .frames
-        .iter()
-        .find(|f| f.kind == kind::CONNACK)
-        .expect("a CONNACK before the close");
+    let ack = refused_connack(&mut c).await;
     assert_eq!(ack.reason(), 0x85, "{ack:?}");
     assert_eq!(
         b.metric("gatehouse_connect_refused_total{reason=\"client_id\"}"),
