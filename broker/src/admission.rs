@@ -3,7 +3,7 @@
 //! version), the router link and the CONNACK. What follows is
 //! [`crate::session`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,9 +11,7 @@ use bytes::BytesMut;
 use gatehouse_acl::{Action, Subject};
 use gatehouse_auth::{Identity, Kind};
 use gatehouse_gate::{CertificateAccepted, ConnectRefusal, Handshake, Refused, Stage, Why};
-use rumqttd::protocol::{
-    ConnAck, ConnAckProperties, Connect, ConnectReturnCode, LastWill, Packet, QoS,
-};
+use rumqttd::protocol::{ConnAck, ConnAckProperties, Connect, ConnectReturnCode, LastWill, Packet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
@@ -305,8 +303,7 @@ impl Conn {
             return None;
         }
         let subject = Subject::new(identity.kind, &identity.cn, &client_id);
-        let mut will = will;
-        if let Some(w) = will.as_mut() {
+        if let Some(w) = will.as_ref() {
             let topic = String::from_utf8_lossy(&w.topic).into_owned();
             let decision = shared.policy.load().decide(
                 &shared.revocation,
@@ -342,23 +339,6 @@ impl Conn {
                 )
                 .await;
                 return None;
-            }
-            if w.qos == QoS::ExactlyOnce {
-                if v5 {
-                    let code = ConnectReturnCode::QoSNotSupported;
-                    self.refuse_connect(
-                        &codec,
-                        &client_id,
-                        (code, code),
-                        Why::Connect {
-                            reason: ConnectRefusal::WillQos2,
-                            detail: &"a QoS 2 will (this broker supports QoS 0 and 1)",
-                        },
-                    )
-                    .await;
-                    return None;
-                }
-                w.qos = QoS::AtLeastOnce;
             }
         }
         if props
@@ -424,7 +404,8 @@ impl Conn {
             _ => false,
         };
         let props = v5.then(|| ConnAckProperties {
-            max_qos: Some(1),
+            // Maximum QoS absent: QoS 2 is supported.
+            receive_max: Some(shared.config.mqtt.receive_maximum as u16),
             retain_available: Some(1),
             max_packet_size: Some(shared.config.mqtt.max_packet_size as u32),
             wildcard_subscription_available: Some(1),
@@ -455,6 +436,10 @@ impl Conn {
             link_rx,
             to_router: Vec::new(),
             outgoing_acks: VecDeque::new(),
+            outgoing_comps: VecDeque::new(),
+            release_locally: HashSet::new(),
+            qos2_routing: HashSet::new(),
+            receive_maximum: shared.config.mqtt.receive_maximum,
             pending_subacks: HashMap::new(),
             held_acks: Default::default(),
             withheld: 0,

@@ -152,7 +152,7 @@ impl Metrics {
         let others = [
             "packet_timeout",
             "decoder_refused",
-            "qos2_not_supported",
+            "receive_maximum_exceeded",
             "topic_alias",
             "unexpected_packet",
             "not_connect",

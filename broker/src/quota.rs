@@ -99,6 +99,10 @@ impl TopicWindow {
 struct Held {
     subscriptions: HashSet<String>,
     retained: HashSet<Bytes>,
+    /// Packet ids of QoS 2 PUBLISHes received (and routed) whose PUBREL has
+    /// not come yet: a PUBLISH with one of them is a retransmission, not a
+    /// new message [MQTT-4.3.3]. Kept with the session, like subscriptions.
+    qos2_received: HashSet<u16>,
     /// Start of the current minute and the new topics counted in it.
     topics: Option<(Instant, usize)>,
 }
@@ -107,13 +111,25 @@ impl Held {
     fn idle(&self, now: Instant) -> bool {
         self.subscriptions.is_empty()
             && self.retained.is_empty()
+            && self.qos2_received.is_empty()
             && self
                 .topics
                 .is_none_or(|(start, _)| now.duration_since(start) >= WINDOW)
     }
 }
 
-/// Subscriptions and retained messages by client id.
+/// What [`ClientBook::qos2_received`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Qos2In {
+    /// A new message: route it.
+    New,
+    /// A retransmission of a message already routed: answer PUBREC only.
+    Again,
+    /// Past `mqtt.receive_maximum` open exchanges.
+    TooMany,
+}
+
+/// Subscriptions, retained messages and open QoS 2 exchanges by client id.
 #[derive(Debug)]
 pub(crate) struct ClientBook {
     max_new_topics: usize,
@@ -150,13 +166,14 @@ impl ClientBook {
     }
 
     /// A session starts; with a clean session the router forgets the
-    /// client's subscriptions, so do we.
+    /// client's subscriptions, so do we, and the QoS 2 exchanges in flight.
     pub(crate) fn session_start(&self, client_id: &str, clean: bool) {
         if clean {
             let now = Instant::now();
             let mut clients = self.lock();
             if let Some(held) = clients.by_id.get_mut(client_id) {
                 held.subscriptions.clear();
+                held.qos2_received.clear();
                 if held.idle(now) {
                     clients.by_id.remove(client_id);
                 }
@@ -221,6 +238,35 @@ impl ClientBook {
             clients.by_id.remove(client_id);
         }
         existed
+    }
+
+    /// A QoS 2 PUBLISH with `pkid` arrived.
+    pub(crate) fn qos2_received(&self, client_id: &str, pkid: u16, max: usize) -> Qos2In {
+        let mut clients = self.lock();
+        let held = clients.by_id.entry(client_id.to_owned()).or_default();
+        if held.qos2_received.contains(&pkid) {
+            Qos2In::Again
+        } else if held.qos2_received.len() >= max {
+            Qos2In::TooMany
+        } else {
+            held.qos2_received.insert(pkid);
+            Qos2In::New
+        }
+    }
+
+    /// The exchange for `pkid` ends (PUBREL, or the message was not kept);
+    /// `false` when none was open.
+    pub(crate) fn qos2_released(&self, client_id: &str, pkid: u16) -> bool {
+        let now = Instant::now();
+        let mut clients = self.lock();
+        let Some(held) = clients.by_id.get_mut(client_id) else {
+            return false;
+        };
+        let open = held.qos2_received.remove(&pkid);
+        if held.idle(now) {
+            clients.by_id.remove(client_id);
+        }
+        open
     }
 
     /// A retained PUBLISH: an empty payload clears the topic's retained
@@ -319,6 +365,28 @@ mod tests {
             "a new session of the same client id does not start afresh"
         );
         assert!(w.admit(&c, t0 + WINDOW, &book, "x"), "a new minute does");
+    }
+
+    #[test]
+    fn book_keeps_qos2_exchanges_with_the_session() {
+        let book = ClientBook::new(10, 10, 10);
+        assert_eq!(book.qos2_received("c", 1, 2), Qos2In::New);
+        assert_eq!(book.qos2_received("c", 1, 2), Qos2In::Again);
+        assert_eq!(book.qos2_received("c", 2, 2), Qos2In::New);
+        assert_eq!(book.qos2_received("c", 3, 2), Qos2In::TooMany);
+        assert_eq!(book.qos2_received("d", 3, 2), Qos2In::New, "per client");
+        book.session_end("c", false);
+        book.session_start("c", false);
+        assert_eq!(
+            book.qos2_received("c", 1, 2),
+            Qos2In::Again,
+            "a persistent session keeps its open exchanges"
+        );
+        assert!(book.qos2_released("c", 1));
+        assert!(!book.qos2_released("c", 1), "released once");
+        assert_eq!(book.qos2_received("c", 1, 2), Qos2In::New, "a new message");
+        book.session_start("c", true);
+        assert!(!book.qos2_released("c", 2), "a clean start forgets them");
     }
 
     #[test]

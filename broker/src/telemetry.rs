@@ -50,6 +50,8 @@ impl Telemetry {
 #[derive(Debug)]
 struct Held<W> {
     pkid: u16,
+    /// 1 (PUBACK) or 2 (PUBREC).
+    qos: u8,
     /// Still waiting for the router's PUBACK (the message was routed).
     router: bool,
     /// Still waiting for ingest to make the record durable.
@@ -58,14 +60,15 @@ struct Held<W> {
     outcome: Result<PubAckReason, AckError>,
 }
 
-/// What to do about the PUBACK at the head of the queue.
+/// What to do about the acknowledgement at the head of the queue, for a
+/// PUBLISH of (packet id, QoS): a PUBACK for QoS 1, a PUBREC for QoS 2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Release {
-    /// Send this PUBACK.
-    Send(u16, PubAckReason),
-    /// Ingest could not keep the message: no PUBACK for it (the client
-    /// publishes it again after reconnecting).
-    Withhold(u16, AckError),
+    /// Send this acknowledgement.
+    Send(u16, u8, PubAckReason),
+    /// Ingest could not keep the message: no acknowledgement for it (the
+    /// client publishes it again after reconnecting).
+    Withhold(u16, u8, AckError),
 }
 
 /// QoS 1 PUBACKs towards the client, in PUBLISH order, each released once
@@ -90,9 +93,10 @@ where
 {
     /// A PUBLISH handed to the router (its PUBACK comes back from there);
     /// `durable` when it was also submitted to ingest with an ack.
-    pub(crate) fn routed(&mut self, pkid: u16, durable: Option<W>) {
+    pub(crate) fn routed(&mut self, pkid: u16, qos: u8, durable: Option<W>) {
         self.queue.push_back(Held {
             pkid,
+            qos,
             router: true,
             durable,
             outcome: Ok(PubAckReason::Success),
@@ -100,9 +104,10 @@ where
     }
 
     /// A PUBLISH answered by the broker itself (refused by the ACL).
-    pub(crate) fn answered(&mut self, pkid: u16, reason: PubAckReason) {
+    pub(crate) fn answered(&mut self, pkid: u16, qos: u8, reason: PubAckReason) {
         self.queue.push_back(Held {
             pkid,
+            qos,
             router: false,
             durable: None,
             outcome: Ok(reason),
@@ -159,14 +164,18 @@ where
         }
         let head = self.queue.pop_front()?;
         Some(match head.outcome {
-            Ok(reason) => Release::Send(head.pkid, reason),
-            Err(e) => Release::Withhold(head.pkid, e),
+            Ok(reason) => Release::Send(head.pkid, head.qos, reason),
+            Err(e) => Release::Withhold(head.pkid, head.qos, e),
         })
     }
 
-    /// PUBACKs not sent yet.
-    #[cfg(test)]
-    fn len(&self) -> usize {
+    /// Whether the acknowledgement of `pkid` is still held.
+    pub(crate) fn holds(&self, pkid: u16) -> bool {
+        self.queue.iter().any(|h| h.pkid == pkid)
+    }
+
+    /// Acknowledgements not sent yet.
+    pub(crate) fn len(&self) -> usize {
         self.queue.len()
     }
 }
@@ -218,9 +227,9 @@ mod tests {
     fn acks_leave_in_publish_order() {
         let mut q = HeldAcks::default();
         let (a1, w1) = ack();
-        q.routed(1, Some(w1));
-        q.routed(2, None);
-        q.answered(3, NotAuthorized);
+        q.routed(1, 1, Some(w1));
+        q.routed(2, 1, None);
+        q.answered(3, 1, NotAuthorized);
         // The router acks 1 and 2; 1 still waits for ingest, so nothing leaves.
         assert!(q.router_acked(1, Success));
         assert!(q.router_acked(2, Success));
@@ -231,9 +240,9 @@ mod tests {
         assert_eq!(
             drain(&mut q),
             vec![
-                Release::Send(1, Success),
-                Release::Send(2, Success),
-                Release::Send(3, NotAuthorized)
+                Release::Send(1, 1, Success),
+                Release::Send(2, 1, Success),
+                Release::Send(3, 1, NotAuthorized)
             ]
         );
         assert_eq!(q.len(), 0);
@@ -246,9 +255,9 @@ mod tests {
         let (a1, w1) = ack();
         let (a2, w2) = ack();
         let (a3, w3) = ack();
-        q.routed(1, Some(w1));
-        q.routed(2, Some(w2));
-        q.routed(3, Some(w3));
+        q.routed(1, 1, Some(w1));
+        q.routed(2, 1, Some(w2));
+        q.routed(3, 1, Some(w3));
         for p in 1..=3 {
             assert!(q.router_acked(p, Success));
         }
@@ -261,9 +270,9 @@ mod tests {
         assert_eq!(
             drain(&mut q),
             vec![
-                Release::Withhold(1, AckError::Lost),
-                Release::Send(2, Success),
-                Release::Withhold(3, AckError::Dropped(DropReason::SpoolFull)),
+                Release::Withhold(1, 1, AckError::Lost),
+                Release::Send(2, 1, Success),
+                Release::Withhold(3, 1, AckError::Dropped(DropReason::SpoolFull)),
             ]
         );
     }
@@ -272,22 +281,22 @@ mod tests {
     fn the_router_ack_is_also_awaited() {
         let mut q = HeldAcks::default();
         let (a1, w1) = ack();
-        q.routed(7, Some(w1));
+        q.routed(7, 1, Some(w1));
         a1.send(Ok(Durability::Committed)).unwrap();
         assert_eq!(drain(&mut q), vec![], "the router has not acked 7 yet");
         assert!(q.router_acked(7, Success));
-        assert_eq!(drain(&mut q), vec![Release::Send(7, Success)]);
+        assert_eq!(drain(&mut q), vec![Release::Send(7, 1, Success)]);
     }
 
     #[test]
     fn a_reused_packet_id_matches_the_oldest_waiting_publish() {
         let mut q: HeldAcks<Waiter> = HeldAcks::default();
-        q.routed(5, None);
-        q.routed(5, None);
+        q.routed(5, 1, None);
+        q.routed(5, 1, None);
         assert!(q.router_acked(5, Success));
-        assert_eq!(drain(&mut q), vec![Release::Send(5, Success)]);
+        assert_eq!(drain(&mut q), vec![Release::Send(5, 1, Success)]);
         assert!(q.router_acked(5, Success));
-        assert_eq!(drain(&mut q), vec![Release::Send(5, Success)]);
+        assert_eq!(drain(&mut q), vec![Release::Send(5, 1, Success)]);
         assert!(!q.router_acked(5, Success));
     }
 
@@ -295,7 +304,7 @@ mod tests {
     async fn awaiting_the_head_records_its_outcome() {
         let mut q = HeldAcks::default();
         let (a1, w1) = ack();
-        q.routed(1, Some(w1));
+        q.routed(1, 1, Some(w1));
         assert!(q.router_acked(1, Success));
         a1.send(Err(AckError::Dropped(DropReason::BlockTimeout)))
             .unwrap();
@@ -304,6 +313,7 @@ mod tests {
         assert_eq!(
             drain(&mut q),
             vec![Release::Withhold(
+                1,
                 1,
                 AckError::Dropped(DropReason::BlockTimeout)
             )]

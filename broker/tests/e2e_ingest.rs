@@ -9,8 +9,8 @@
 //!   topics outside `ingest.topic_filter` and PUBLISHes the ACL denies are
 //!   not ingested; SIGTERM flushes what ingest still holds.
 //! * Invalid JSON (and an unparseable time) published over MQTT lands in the
-//!   reject table; with durable acks every PUBACK comes after the row is
-//!   committed, in PUBLISH order.
+//!   reject table; with durable acks every PUBACK (and QoS 2 PUBREC) comes
+//!   after the row is committed, in PUBLISH order.
 //! * Ingest that cannot start stops `gatehouse serve` with one clear line.
 
 mod common;
@@ -404,6 +404,35 @@ async fn invalid_json_over_mqtt_lands_in_the_reject_table_and_durable_pubacks_ke
         .await
         .unwrap();
     assert_eq!(n, 1, "committed before its PUBACK");
+
+    // QoS 2: the PUBREC waits for the commit as the PUBACK does, and the
+    // exchange completes.
+    v5.client
+        .publish(
+            &own,
+            rumqttc::v5::mqttbytes::QoS::ExactlyOnce,
+            false,
+            br#"{"seq":6}"#.to_vec(),
+        )
+        .await
+        .unwrap();
+    v5.wait_for(LONG, |p| {
+        matches!(p, rumqttc::v5::mqttbytes::v5::Packet::PubRec(_)).then_some(())
+    })
+    .await
+    .unwrap()
+    .expect("v5 PUBREC");
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM telemetry WHERE payload = '{\"seq\":6}'")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(n, 1, "committed before its PUBREC");
+    v5.wait_for(LONG, |p| {
+        matches!(p, rumqttc::v5::mqttbytes::v5::Packet::PubComp(_)).then_some(())
+    })
+    .await
+    .unwrap()
+    .expect("v5 PUBCOMP");
     assert_eq!(
         b.metric(r#"gatehouse_puback_withheld_total{reason="lost"}"#),
         0.0

@@ -15,6 +15,7 @@ pub(crate) const MAX_PARTIAL_BYTES: usize = 64 * 1024 * 1024;
 pub(crate) const MAX_NEW_TOPICS_PER_MINUTE: usize = 100;
 pub(crate) const MAX_SUBSCRIPTIONS_PER_CLIENT: usize = 100;
 pub(crate) const MAX_RETAINED_PER_CLIENT: usize = 32;
+pub(crate) const RECEIVE_MAXIMUM: usize = 100;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,6 +28,7 @@ pub(crate) struct RawMqtt {
     pub max_new_topics_per_minute: Option<i64>,
     pub max_subscriptions_per_client: Option<i64>,
     pub max_retained_per_client: Option<i64>,
+    pub receive_maximum: Option<i64>,
 }
 
 /// `[mqtt]`: per-session protocol limits of the embedded broker.
@@ -58,6 +60,13 @@ pub struct MqttSettings {
     pub max_subscriptions_per_client: usize,
     /// Topics on which one client may hold a retained message at once.
     pub max_retained_per_client: usize,
+    /// QoS 1 and 2 PUBLISHes a client may have unacknowledged at once
+    /// (MQTT 5 Receive Maximum, announced in the CONNACK): QoS 2 messages
+    /// between PUBREC and PUBREL, and, with `ingest.ack = "durable"`, QoS 1
+    /// messages whose PUBACK waits for the database. One more closes the
+    /// connection (MQTT 5: DISCONNECT 0x93). 3.1.1 clients are held to the
+    /// same bound.
+    pub receive_maximum: usize,
 }
 
 impl Validator<'_> {
@@ -118,6 +127,12 @@ impl Validator<'_> {
                 raw.max_retained_per_client,
                 MAX_RETAINED_PER_CLIENT,
                 1_000_000,
+            )?,
+            receive_maximum: self.positive(
+                "mqtt.receive_maximum",
+                raw.receive_maximum,
+                RECEIVE_MAXIMUM,
+                65_535,
             )?,
         })
     }

@@ -96,8 +96,6 @@ pub enum ConnectRefusal {
     ClientId,
     /// The will topic is not one the certificate may publish to.
     WillAcl,
-    /// A QoS 2 will (the embedded broker does not support QoS 2).
-    WillQos2,
     /// MQTT 5 enhanced authentication was asked for (not supported).
     AuthMethod,
     /// The router refused the session (full or gone).
@@ -109,10 +107,9 @@ pub enum ConnectRefusal {
 
 impl ConnectRefusal {
     /// Every reason, in label order.
-    pub const ALL: [ConnectRefusal; 6] = [
+    pub const ALL: [ConnectRefusal; 5] = [
         ConnectRefusal::ClientId,
         ConnectRefusal::WillAcl,
-        ConnectRefusal::WillQos2,
         ConnectRefusal::AuthMethod,
         ConnectRefusal::Router,
         ConnectRefusal::Internal,
@@ -123,7 +120,6 @@ impl ConnectRefusal {
         match self {
             ConnectRefusal::ClientId => "client_id",
             ConnectRefusal::WillAcl => "will_acl",
-            ConnectRefusal::WillQos2 => "will_qos2",
             ConnectRefusal::AuthMethod => "auth_method",
             ConnectRefusal::Router => "router",
             ConnectRefusal::Internal => "internal",

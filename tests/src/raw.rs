@@ -20,6 +20,9 @@ pub mod kind {
     pub const CONNACK: u8 = 2;
     pub const PUBLISH: u8 = 3;
     pub const PUBACK: u8 = 4;
+    pub const PUBREC: u8 = 5;
+    pub const PUBREL: u8 = 6;
+    pub const PUBCOMP: u8 = 7;
     pub const SUBSCRIBE: u8 = 8;
     pub const SUBACK: u8 = 9;
     pub const UNSUBSCRIBE: u8 = 10;
@@ -38,13 +41,35 @@ pub struct Frame {
 }
 
 impl Frame {
-    /// The v5 reason code of a DISCONNECT / CONNACK / PUBACK (0 when absent).
+    /// The v5 reason code of a DISCONNECT / CONNACK / PUBACK / PUBREC /
+    /// PUBREL / PUBCOMP (0 when absent).
     pub fn reason(&self) -> u8 {
         match self.kind {
             kind::CONNACK => self.body.get(1).copied().unwrap_or(0),
-            kind::PUBACK => self.body.get(2).copied().unwrap_or(0),
+            kind::PUBACK | kind::PUBREC | kind::PUBREL | kind::PUBCOMP => {
+                self.body.get(2).copied().unwrap_or(0)
+            }
             _ => self.body.first().copied().unwrap_or(0),
         }
+    }
+
+    /// The packet identifier of a PUBLISH (QoS > 0) or of an
+    /// acknowledgement.
+    pub fn pkid(&self) -> Option<u16> {
+        let b = &self.body;
+        let at = match self.kind {
+            kind::PUBLISH if (self.flags >> 1) & 3 > 0 => {
+                2 + usize::from(u16::from_be_bytes([*b.first()?, *b.get(1)?]))
+            }
+            kind::PUBACK | kind::PUBREC | kind::PUBREL | kind::PUBCOMP => 0,
+            _ => return None,
+        };
+        Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
+    }
+
+    /// The QoS of a PUBLISH.
+    pub fn qos(&self) -> u8 {
+        (self.flags >> 1) & 3
     }
 
     /// Topic and payload of a PUBLISH (v3.1.1 framing, or v5 with `v5`).
@@ -195,6 +220,13 @@ pub fn publish(
     }
     body.extend_from_slice(payload);
     frame(0x30 | (qos << 1) | u8::from(retain), &body)
+}
+
+/// A PUBACK, PUBREC, PUBREL or PUBCOMP (`kind`) for `pkid`, reason
+/// Success without properties (the same bytes in 3.1.1 and 5).
+pub fn ack(kind: u8, pkid: u16) -> Vec<u8> {
+    let flags = if kind == self::kind::PUBREL { 0x02 } else { 0 };
+    frame((kind << 4) | flags, &pkid.to_be_bytes())
 }
 
 /// A SUBSCRIBE of `(filter, options byte)` pairs.

@@ -4,15 +4,15 @@
 use gatehouse_acl::{Action, Decision, Subject};
 use gatehouse_ingest::{Ack, AckWaiter};
 use rumqttd::protocol::{
-    DisconnectReasonCode, Packet, PingResp, PubAck, PubAckReason, Publish, QoS, SubAck,
-    SubscribeReasonCode, UnsubAck, UnsubAckReason,
+    DisconnectReasonCode, Packet, PingResp, PubAckReason, PubComp, PubCompReason, PubRecReason,
+    Publish, SubAck, SubscribeReasonCode, UnsubAck, UnsubAckReason,
 };
 use std::sync::atomic::Ordering;
 use tokio::time::Instant;
 
 use super::{End, Session, reason_byte};
 use crate::presence::DisconnectReason;
-use crate::quota::Quota;
+use crate::quota::{Qos2In, Quota};
 use crate::telemetry::Telemetry;
 use crate::validate::{self, Violation};
 use crate::wire::{self, Version};
@@ -62,6 +62,13 @@ impl Session {
                 // forwarded [MQTT-3.3.1-3]. rumqttd keeps the flag it decoded
                 // and hands it to every subscriber, so clear it here.
                 frame[0] &= !0x08;
+                if qos == 2 {
+                    // The exactly-once exchange with the client is the
+                    // session's (see `publish`); the router takes the
+                    // message once, as QoS 1, and delivers it at each
+                    // subscription's QoS.
+                    frame[0] = (frame[0] & !0x06) | 0x02;
+                }
             }
             let packet = match self.codec.read(&mut frame, max) {
                 Ok(p) if frame.is_empty() => p,
@@ -98,6 +105,16 @@ impl Session {
         End::new(DisconnectReason::ProtocolError, Some(v.code), true)
     }
 
+    /// More QoS 1/2 PUBLISHes unacknowledged than `mqtt.receive_maximum`
+    /// [MQTT-3.3.4-8]: DISCONNECT 0x93.
+    fn receive_maximum_exceeded(&self) -> End {
+        tracing::warn!(client_id = ?self.client_id, receive_maximum = self.receive_maximum, "client sent more unacknowledged QoS 1/2 messages than the Receive Maximum it was given (mqtt.receive_maximum)");
+        self.protocol_error(
+            "receive_maximum_exceeded",
+            DisconnectReasonCode::ReceiveMaximumExceeded,
+        )
+    }
+
     fn protocol_error(&self, what: &'static str, code: DisconnectReasonCode) -> End {
         self.violation(Violation {
             label: what,
@@ -124,22 +141,31 @@ impl Session {
         End::new(DisconnectReason::QuotaExceeded, Some(0x97), true)
     }
 
-    /// A PUBLISH over a quota: MQTT 5 QoS 1 gets PUBACK 0x97 and the
-    /// session goes on; anything else cannot be refused on its own (QoS 0
-    /// has no answer, 3.1.1 PUBACK means success), so the session ends
+    /// A PUBLISH over a quota: MQTT 5 QoS 1 and 2 get PUBACK / PUBREC 0x97
+    /// and the session goes on; anything else cannot be refused on its own
+    /// (QoS 0 has no answer, 3.1.1 acks mean success), so the session ends
     /// rather than lose the message silently.
     fn refuse_publish(&mut self, quota: Quota, qos: u8, pkid: u16) -> Result<(), End> {
-        if qos == 1 && self.v5() {
+        if qos > 0 && self.v5() {
             self.over_quota(quota);
-            let reason = PubAckReason::QuotaExceeded;
-            if self.shared().telemetry.durable() {
-                self.held_acks.answered(pkid, reason);
-            } else {
-                self.write(Packet::PubAck(PubAck { pkid, reason }, None));
-            }
+            self.answer_publish(pkid, qos, PubAckReason::QuotaExceeded);
             return Ok(());
         }
+        if qos == 2 {
+            // Not kept: its retransmission after reconnecting is new.
+            self.conn.shared.book.qos2_released(&self.client_id, pkid);
+        }
         Err(self.over_quota_end(quota))
+    }
+
+    /// Answers a QoS 1 or 2 PUBLISH the broker decided on itself, behind
+    /// the acknowledgements still held for earlier PUBLISHes (durable mode).
+    fn answer_publish(&mut self, pkid: u16, qos: u8, reason: PubAckReason) {
+        if self.shared().telemetry.durable() {
+            self.held_acks.answered(pkid, qos, reason);
+        } else {
+            self.write_publish_ack(pkid, qos, reason);
+        }
     }
 
     async fn packet(&mut self, packet: Packet, qos: u8, pkid: u16) -> Result<(), End> {
@@ -150,7 +176,7 @@ impl Session {
                 let subject = Subject::new(self.identity.kind, &self.identity.cn, &self.client_id);
                 let mut codes = Vec::with_capacity(subscribe.filters.len());
                 let mut allowed = Vec::with_capacity(subscribe.filters.len());
-                for mut f in subscribe.filters.drain(..) {
+                for f in subscribe.filters.drain(..) {
                     let decision = shared.policy.load().decide(
                         &shared.revocation,
                         &subject,
@@ -166,9 +192,6 @@ impl Session {
                             SubscribeReasonCode::Failure
                         }));
                     } else if decision.is_allowed() {
-                        if f.qos == QoS::ExactlyOnce {
-                            f.qos = QoS::AtLeastOnce;
-                        }
                         codes.push(None);
                         allowed.push(f);
                     } else {
@@ -229,16 +252,41 @@ impl Session {
                 Ok(())
             }
             Packet::PubAck(ack, _) => {
-                if let Some(entry) = self
-                    .outgoing_acks
-                    .iter_mut()
-                    .find(|(p, done)| *p == ack.pkid && !done)
-                {
-                    entry.1 = true;
+                self.delivery_acked(ack.pkid, 1, false);
+                Ok(())
+            }
+            Packet::PubRec(rec, _) => {
+                // An error code ends the exchange: no PUBREL follows.
+                let ended = rec.reason != PubRecReason::Success
+                    && rec.reason != PubRecReason::NoMatchingSubscribers;
+                self.delivery_acked(rec.pkid, 2, ended);
+                Ok(())
+            }
+            Packet::PubComp(comp, _) => {
+                self.release_completed(comp.pkid);
+                Ok(())
+            }
+            Packet::PubRel(rel, _) => {
+                // The message went on when it arrived; the packet id is
+                // free again [MQTT-4.3.3-11]. A PUBREL for an exchange
+                // that is not open is still completed (v5 says 0x92).
+                let open = self
+                    .conn
+                    .shared
+                    .book
+                    .qos2_released(&self.client_id, rel.pkid);
+                let reason = if open || !self.v5() {
+                    PubCompReason::Success
                 } else {
-                    tracing::debug!(client_id = ?self.client_id, pkid = ack.pkid, "PUBACK for no message in flight; ignored");
-                }
-                self.release_acks();
+                    PubCompReason::PacketIdentifierNotFound
+                };
+                self.write(Packet::PubComp(
+                    PubComp {
+                        pkid: rel.pkid,
+                        reason,
+                    },
+                    None,
+                ));
                 Ok(())
             }
             Packet::PingReq(_) => {
@@ -248,10 +296,6 @@ impl Session {
             Packet::Disconnect(..) => {
                 // Handled before decoding (see `incoming`).
                 Err(End::new(DisconnectReason::ClientDisconnect, None, false))
-            }
-            Packet::PubRec(..) | Packet::PubRel(..) | Packet::PubComp(..) => {
-                Err(self
-                    .protocol_error("qos2_not_supported", DisconnectReasonCode::QoSNotSupported))
             }
             Packet::Connect(..) => {
                 Err(self.protocol_error("second_connect", DisconnectReasonCode::ProtocolError))
@@ -267,15 +311,32 @@ impl Session {
         qos: u8,
         pkid: u16,
     ) -> Result<(), End> {
-        if qos == 2 {
-            return Err(
-                self.protocol_error("qos2_not_supported", DisconnectReasonCode::QoSNotSupported)
-            );
-        }
         if props.as_ref().is_some_and(|p| p.topic_alias.is_some()) {
             return Err(self.protocol_error("topic_alias", DisconnectReasonCode::TopicAliasInvalid));
         }
         let shared = self.conn.shared.clone();
+        if shared.telemetry.durable() && qos > 0 && self.held_acks.len() >= self.receive_maximum {
+            return Err(self.receive_maximum_exceeded());
+        }
+        if qos == 2 {
+            match shared
+                .book
+                .qos2_received(&self.client_id, pkid, self.receive_maximum)
+            {
+                Qos2In::New => {}
+                Qos2In::Again => {
+                    // Sent again before our PUBREC reached the client: it
+                    // went on the first time, so only the PUBREC goes out
+                    // [MQTT-4.3.3-10] (Method A).
+                    if !(self.qos2_routing.contains(&pkid) || self.held_acks.holds(pkid)) {
+                        self.answer_publish(pkid, 2, PubAckReason::Success);
+                    }
+                    // Otherwise the first PUBREC is still to come.
+                    return Ok(());
+                }
+                Qos2In::TooMany => return Err(self.receive_maximum_exceeded()),
+            }
+        }
         let subject = Subject::new(self.identity.kind, &self.identity.cn, &self.client_id);
         let decision: Decision = shared.policy.load().decide(
             &shared.revocation,
@@ -302,8 +363,10 @@ impl Session {
             }
             shared.metrics.messages_in.inc();
             let durable = self.ingest(&shared.telemetry, &publish, qos).await;
-            if qos == 1 && shared.telemetry.durable() {
-                self.held_acks.routed(pkid, durable);
+            if qos > 0 && shared.telemetry.durable() {
+                self.held_acks.routed(pkid, qos, durable);
+            } else if qos == 2 {
+                self.qos2_routing.insert(pkid);
             }
             self.to_router.push(Packet::Publish(publish, props));
             return Ok(());
@@ -317,18 +380,13 @@ impl Session {
             "{}",
             shared.policy.load().acl.explain_decision(&subject, Action::Publish, &topic, decision)
         );
-        if qos == 1 {
+        if qos > 0 {
             let reason = if self.v5() {
                 PubAckReason::NotAuthorized
             } else {
                 PubAckReason::Success
             };
-            if shared.telemetry.durable() {
-                // Behind the PUBACKs still held for earlier PUBLISHes.
-                self.held_acks.answered(pkid, reason);
-            } else {
-                self.write(Packet::PubAck(PubAck { pkid, reason }, None));
-            }
+            self.answer_publish(pkid, qos, reason);
         }
         if self.violations >= shared.config.mqtt.acl_violations_before_disconnect {
             tracing::warn!(client_id = ?self.client_id, violations = self.violations, "too many denied publishes; disconnecting (mqtt.acl_violations_before_disconnect)");
@@ -339,14 +397,14 @@ impl Session {
 
     /// Hands an allowed PUBLISH on the telemetry filter to ingest, as
     /// (receive time, CN, topic, payload). With `ingest.ack = "durable"` and
-    /// QoS 1, returns the waiter that fires once the record is durable. Never
+    /// QoS 1 or 2, returns the waiter that fires once the record is durable. Never
     /// waits longer than ingest's when-full policy allows.
     async fn ingest(&self, telemetry: &Telemetry, publish: &Publish, qos: u8) -> Option<AckWaiter> {
         let handle = telemetry.handle.as_ref()?;
         let record = telemetry
             .tap
             .take(&self.identity.cn, &publish.topic, &publish.payload[..])?;
-        if qos == 1 && telemetry.durable() {
+        if qos > 0 && telemetry.durable() {
             let (ack, waiter) = Ack::new();
             handle.submit_async(record, Some(ack)).await;
             Some(waiter)

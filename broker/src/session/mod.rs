@@ -6,7 +6,7 @@
 //! `inbound` handles what the client sends, `outbound` what the router
 //! delivers; this file holds the session's state, its loop and its end.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::pin;
 use std::sync::atomic::AtomicU8;
@@ -19,7 +19,7 @@ use gatehouse_gate::RevokedSessionCut;
 use prometheus::IntCounter;
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::{
-    Disconnect, DisconnectReasonCode, LastWill, Packet, Publish, QoS, SubscribeReasonCode,
+    Disconnect, DisconnectReasonCode, LastWill, Packet, PingReq, Publish, SubscribeReasonCode,
 };
 use time::OffsetDateTime;
 use tokio::io::AsyncReadExt;
@@ -40,6 +40,8 @@ use crate::wire::{Codec, Version};
 mod inbound;
 mod outbound;
 
+pub(crate) use outbound::InFlight;
+
 /// Most router notifications handled per wake-up before writing.
 const NOTIFICATION_BATCH: usize = 256;
 
@@ -59,10 +61,22 @@ pub(crate) struct Session {
     pub(crate) link_rx: LinkRx,
     /// Packets for the router, sent in one batch.
     pub(crate) to_router: Vec<Packet>,
-    /// Router packet ids of QoS 1 deliveries, in the order the router sent
-    /// them; `true` once the client acked (or the ACL dropped it). The
+    /// QoS 1 and 2 deliveries, in the order the router sent them, until
+    /// the client acked them (PUBACK / PUBREC) or they were dropped. The
     /// router needs acks in order.
-    pub(crate) outgoing_acks: VecDeque<(u16, bool)>,
+    pub(crate) outgoing_acks: VecDeque<InFlight>,
+    /// The router's PUBRELs, in order; `true` once the client sent PUBCOMP
+    /// (or the PUBREL was answered here).
+    pub(crate) outgoing_comps: VecDeque<(u16, bool)>,
+    /// QoS 2 deliveries whose PUBREL the session answers itself (dropped
+    /// before the client, or ended by the client's PUBREC error code).
+    pub(crate) release_locally: HashSet<u16>,
+    /// The client's QoS 2 PUBLISHes handed to the router, whose PUBREC goes
+    /// out when the router has taken them (not used with durable acks,
+    /// where `held_acks` knows).
+    pub(crate) qos2_routing: HashSet<u16>,
+    /// `mqtt.receive_maximum`.
+    pub(crate) receive_maximum: usize,
     /// SUBSCRIBEs partly refused by the ACL: the codes we decided, `None`
     /// where the router's code goes.
     pub(crate) pending_subacks: HashMap<u16, Vec<Option<SubscribeReasonCode>>>,
@@ -188,6 +202,15 @@ impl Session {
     /// Sends the CONNACK, then handles whatever the client sent in the same
     /// reads as its CONNECT (MQTT lets a client send before the CONNACK).
     async fn start(&mut self, control: &mut mpsc::Receiver<Control>) -> Result<(), End> {
+        if !self.clean {
+            // A resumed session's PUBRELs wait in the router link's buffer
+            // behind the CONNACK, with no wake-up of their own (rumqttd's
+            // link builder took it): a PINGREQ makes the router answer, and
+            // its wake-up brings them along [MQTT-4.4.0-1]. Its PINGRESP is
+            // dropped.
+            self.to_router.push(Packet::PingReq(PingReq));
+            self.send_to_router().await?;
+        }
         self.flush(control).await?;
         if !self.conn.rbuf.is_empty() {
             self.received().await?;
@@ -438,10 +461,13 @@ fn control_end(c: Option<Control>) -> Option<End> {
 
 /// The will as a PUBLISH (rumqttd keeps QoS fields crate-private, so it is
 /// built from rumqttd's own serialised form).
+/// A QoS 2 will goes to the router as QoS 1, as the session's own QoS 2
+/// PUBLISHes do (the router would otherwise hold it for a PUBREL).
 fn will_publish(will: &LastWill) -> Publish {
     let mut b = BytesMut::with_capacity(5 + will.topic.len() + will.message.len());
-    b.put_u8(0x30 | ((will.qos as u8) << 1) | u8::from(will.retain));
-    b.put_u16(if will.qos == QoS::AtMostOnce { 0 } else { 1 });
+    let qos = (will.qos as u8).min(1);
+    b.put_u8(0x30 | (qos << 1) | u8::from(will.retain));
+    b.put_u16(if qos == 0 { 0 } else { 1 });
     b.put_u16(will.topic.len() as u16);
     b.extend_from_slice(&will.topic);
     b.extend_from_slice(&will.message);
