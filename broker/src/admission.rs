@@ -11,12 +11,15 @@ use bytes::BytesMut;
 use gatehouse_acl::{Action, Subject};
 use gatehouse_auth::{Identity, Kind};
 use gatehouse_gate::{CertificateAccepted, ConnectRefusal, Handshake, Refused, Stage, Why};
-use rumqttd::protocol::{ConnAck, ConnAckProperties, Connect, ConnectReturnCode, LastWill, Packet};
+use rumqttd::protocol::{
+    ConnAck, ConnAckProperties, Connect, ConnectReturnCode, LastWill, LastWillProperties, Packet,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 use tokio_rustls::server::TlsStream;
 
+use crate::afterlife::{Admitting, Lifetime};
 use crate::quota::TopicWindow;
 use crate::server::Shared;
 use crate::session::Session;
@@ -142,6 +145,7 @@ struct ConnectPacket {
     codec: Codec,
     connect: Connect,
     will: Option<LastWill>,
+    will_props: Option<LastWillProperties>,
     props: Option<rumqttd::protocol::ConnectProperties>,
 }
 
@@ -193,11 +197,12 @@ impl Conn {
         // session (a client may send before the CONNACK).
         let mut frame = self.rbuf.split_to(frame_len);
         match codec.read(&mut frame, max) {
-            Ok(Packet::Connect(connect, props, will, _will_props, _login)) if frame.is_empty() => {
+            Ok(Packet::Connect(connect, props, will, will_props, _login)) if frame.is_empty() => {
                 Ok(ConnectPacket {
                     codec,
                     connect,
                     will,
+                    will_props,
                     props,
                 })
             }
@@ -281,6 +286,7 @@ impl Conn {
             codec,
             mut connect,
             will,
+            will_props,
             props,
         } = cp;
         let shared = self.shared.clone();
@@ -370,9 +376,20 @@ impl Conn {
         if asked == 0 || asked > max_keepalive {
             connect.keep_alive = max_keepalive;
         }
-        let clean = connect.clean_session;
+        let max_expiry = shared.config.mqtt.max_session_expiry;
+        let asked_expiry = props.as_ref().and_then(|p| p.session_expiry_interval);
+        let lifetime = Lifetime::new(v5, connect.clean_session, asked_expiry, max_expiry);
+        // A delayed will or an expiry of this client id's old session does
+        // not happen now [MQTT-3.1.3-9].
+        let admitting = Admitting::new(&shared, &client_id, lifetime.clean_start);
+        if lifetime.purge_first() {
+            // Clean Start with an expiry: the router would resume the old
+            // session if linked to keep this one.
+            crate::afterlife::purge(&shared, &client_id).await;
+        }
         let router = shared.clone();
         let id = client_id.clone();
+        let clean = lifetime.link_clean();
         let linked = tokio::task::spawn_blocking(move || router.router.link(&id, clean)).await;
         let failure = match linked {
             Ok(Ok(l)) => Ok(l),
@@ -399,6 +416,7 @@ impl Conn {
                 return None;
             }
         };
+        admitting.admitted();
         let session_present = match Option::<Packet>::from(notification) {
             Some(Packet::ConnAck(ack, _)) => ack.session_present,
             _ => false,
@@ -406,12 +424,17 @@ impl Conn {
         let props = v5.then(|| ConnAckProperties {
             // Maximum QoS absent: QoS 2 is supported.
             receive_max: Some(shared.config.mqtt.receive_maximum as u16),
+            topic_alias_max: Some(shared.config.mqtt.topic_alias_maximum as u16),
             retain_available: Some(1),
             max_packet_size: Some(shared.config.mqtt.max_packet_size as u32),
             wildcard_subscription_available: Some(1),
             shared_subscription_available: Some(0),
             subscription_identifiers_available: Some(1),
             server_keep_alive: (connect.keep_alive != asked).then_some(connect.keep_alive),
+            // Capped by mqtt.max_session_expiry: the client is told.
+            session_expiry_interval: asked_expiry
+                .filter(|&a| u64::from(a) > lifetime.expiry.as_secs())
+                .map(|_| lifetime.expiry.as_secs() as u32),
             assigned_client_identifier: assigned.then(|| client_id.clone()),
             ..Default::default()
         });
@@ -432,6 +455,7 @@ impl Conn {
             client_id,
             keepalive: Duration::from_secs(u64::from(connect.keep_alive)).mul_f32(1.5),
             will,
+            will_props,
             link_tx,
             link_rx,
             to_router: Vec::new(),
@@ -440,12 +464,14 @@ impl Conn {
             release_locally: HashSet::new(),
             qos2_routing: HashSet::new(),
             receive_maximum: shared.config.mqtt.receive_maximum,
+            topic_aliases: HashMap::new(),
+            subscriptions: Vec::new(),
             pending_subacks: HashMap::new(),
             held_acks: Default::default(),
             withheld: 0,
             violations: 0,
             client_max_packet,
-            clean,
+            lifetime,
             topics: TopicWindow::new(),
             partial_held: 0,
             partial_since: None,

@@ -25,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 mod admission;
+mod afterlife;
 pub mod devpki;
 mod error;
 pub mod fleet;

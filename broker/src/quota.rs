@@ -12,6 +12,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
+use crate::session::SubOptions;
+
 /// The limits of `[mqtt]`, named as in `gatehouse_quota_exceeded_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Quota {
@@ -97,7 +99,8 @@ impl TopicWindow {
 /// (kept across reconnects for persistent sessions) and retained messages.
 #[derive(Debug, Default)]
 struct Held {
-    subscriptions: HashSet<String>,
+    /// Filter -> the options it was subscribed with.
+    subscriptions: HashMap<String, SubOptions>,
     retained: HashSet<Bytes>,
     /// Packet ids of QoS 2 PUBLISHes received (and routed) whose PUBREL has
     /// not come yet: a PUBLISH with one of them is a retransmission, not a
@@ -211,18 +214,33 @@ impl ClientBook {
     }
 
     /// Whether the client may hold `filter` (already holding it is fine);
-    /// records it when allowed.
-    pub(crate) fn subscribe(&self, client_id: &str, filter: &str) -> bool {
+    /// records it with its options when allowed.
+    pub(crate) fn subscribe(&self, client_id: &str, filter: &str, options: SubOptions) -> bool {
         let mut clients = self.lock();
         let held = clients.by_id.entry(client_id.to_owned()).or_default();
-        if held.subscriptions.contains(filter) {
+        if let Some(o) = held.subscriptions.get_mut(filter) {
+            *o = options;
             return true;
         }
         if held.subscriptions.len() >= self.max_subscriptions {
             return false;
         }
-        held.subscriptions.insert(filter.to_owned());
+        held.subscriptions.insert(filter.to_owned(), options);
         true
+    }
+
+    /// The client's subscriptions and their options (what a resumed
+    /// session delivers by).
+    pub(crate) fn subscriptions(&self, client_id: &str) -> Vec<(String, SubOptions)> {
+        self.lock()
+            .by_id
+            .get(client_id)
+            .map_or_else(Vec::new, |held| {
+                held.subscriptions
+                    .iter()
+                    .map(|(f, o)| (f.clone(), *o))
+                    .collect()
+            })
     }
 
     /// Drops `filter` from the client's subscriptions; `false` when it held
@@ -233,7 +251,7 @@ impl ClientBook {
         let Some(held) = clients.by_id.get_mut(client_id) else {
             return false;
         };
-        let existed = held.subscriptions.remove(filter);
+        let existed = held.subscriptions.remove(filter).is_some();
         if held.idle(now) {
             clients.by_id.remove(client_id);
         }
@@ -392,25 +410,31 @@ mod tests {
     #[test]
     fn book_limits_subscriptions_and_retained() {
         let book = ClientBook::new(10, 2, 1);
-        assert!(book.subscribe("c", "a/#"));
-        assert!(book.subscribe("c", "b/#"));
+        assert!(book.subscribe("c", "a/#", SubOptions::default()));
+        assert!(book.subscribe("c", "b/#", SubOptions::default()));
         assert!(
-            book.subscribe("c", "a/#"),
+            book.subscribe("c", "a/#", SubOptions::default()),
             "re-subscribing is not a new one"
         );
-        assert!(!book.subscribe("c", "c/#"));
-        assert!(book.subscribe("other", "c/#"), "limits are per client");
+        assert!(!book.subscribe("c", "c/#", SubOptions::default()));
+        assert!(
+            book.subscribe("other", "c/#", SubOptions::default()),
+            "limits are per client"
+        );
         assert!(book.unsubscribe("c", "a/#"), "it existed");
         assert!(!book.unsubscribe("c", "a/#"), "not twice");
         assert!(!book.unsubscribe("nobody", "a/#"));
-        assert!(book.subscribe("c", "c/#"));
+        assert!(book.subscribe("c", "c/#", SubOptions::default()));
         book.session_end("c", false);
         assert!(
-            !book.subscribe("c", "d/#"),
+            !book.subscribe("c", "d/#", SubOptions::default()),
             "a persistent session keeps them"
         );
         book.session_start("c", true);
-        assert!(book.subscribe("c", "d/#"), "a clean session forgets them");
+        assert!(
+            book.subscribe("c", "d/#", SubOptions::default()),
+            "a clean session forgets them"
+        );
 
         let (x, y) = (Bytes::from("x"), Bytes::from("y"));
         assert!(book.retain("c", &x, false));

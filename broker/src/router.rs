@@ -70,8 +70,9 @@ impl RouterHandle {
     /// has died.
     pub(crate) fn start(max_connections: usize) -> Result<(RouterHandle, RouterWatch), String> {
         let config = RouterConfig {
-            // Headroom over the accept limit, plus the watchdog link.
-            max_connections: max_connections + 2,
+            // Headroom over the accept limit for the watchdog and will links
+            // and the short links that end expired sessions.
+            max_connections: max_connections + 8,
             max_outgoing_packet_count: 1000,
             max_segment_size: SEGMENT_BYTES,
             max_segment_count: SEGMENTS,

@@ -12,6 +12,7 @@ use gatehouse_gate::{CrlEvent, Policy, PolicyHandle, RulesInForce, start_revocat
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, broadcast, mpsc};
 
+use crate::afterlife::Afterlife;
 use crate::error::BrokerError;
 use crate::guard::{CatchUnwind, GaugeGuard};
 use crate::health::Health;
@@ -41,6 +42,8 @@ pub(crate) struct Shared {
     pub(crate) book: ClientBook,
     /// Bytes of incomplete packets over all sessions.
     pub(crate) partial: PartialBudget,
+    /// Session expiry and delayed wills.
+    pub(crate) afterlife: Afterlife,
 }
 
 /// The sockets `gatehouse serve` listens on.
@@ -119,6 +122,7 @@ async fn run_until_router_dies(
     let (router, router_watch) =
         RouterHandle::start(config.listeners.max_connections).map_err(BrokerError::RouterStart)?;
     let health = Arc::new(Health::default());
+    let afterlife = Afterlife::start(&router).map_err(BrokerError::RouterStart)?;
     let shared = Arc::new(Shared {
         health: health.clone(),
         book: ClientBook::new(
@@ -127,6 +131,7 @@ async fn run_until_router_dies(
             config.mqtt.max_retained_per_client,
         ),
         partial: PartialBudget::new(config.mqtt.max_partial_bytes),
+        afterlife,
         telemetry: Telemetry::new(ingest, &config.ingest, metrics.puback_withheld.clone()),
         policy,
         revocation: revocation.clone(),

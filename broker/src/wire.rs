@@ -101,6 +101,40 @@ pub(crate) fn publish_qos_pkid(frame: &[u8]) -> Option<(u8, u16)> {
     Some((qos, pkid))
 }
 
+/// Sets QoS and RETAIN of the PUBLISH frame that starts at `start` in
+/// `buf` and runs to its end. A frame going from QoS 1 or 2 to QoS 0 loses
+/// its packet id (and its remaining length shrinks by 2); between 1 and 2
+/// only the flags change. DUP is cleared.
+pub(crate) fn rewrite_publish(buf: &mut BytesMut, start: usize, qos: u8, retain: bool) {
+    let Some((old_qos, _)) = publish_qos_pkid(&buf[start..]) else {
+        return;
+    };
+    let flags = (qos << 1) | u8::from(retain);
+    if old_qos == 0 || qos > 0 {
+        buf[start] = 0x30 | flags;
+        return;
+    }
+    let Some(Ok((len, n))) = varint(&buf[start + 1..]) else {
+        return;
+    };
+    let frame = buf.split_off(start);
+    let body = &frame[1 + n..];
+    let topic_end = 2 + usize::from(u16::from_be_bytes([body[0], body[1]]));
+    buf.reserve(frame.len());
+    buf.extend_from_slice(&[0x30 | flags]);
+    let mut rest = len - 2;
+    loop {
+        let byte = (rest % 128) as u8;
+        rest /= 128;
+        buf.extend_from_slice(&[if rest > 0 { byte | 0x80 } else { byte }]);
+        if rest == 0 {
+            break;
+        }
+    }
+    buf.extend_from_slice(&body[..topic_end]);
+    buf.extend_from_slice(&body[topic_end + 2..]);
+}
+
 /// rumqttd's v3.1.1 or v5 codec.
 #[derive(Debug, Clone)]
 pub(crate) enum Codec {
@@ -158,6 +192,57 @@ fn strip_properties(packet: Packet) -> Packet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rumqttd::protocol::{Publish, PublishProperties};
+
+    /// A QoS 2 PUBLISH of `payload_len` bytes encoded by rumqttd (the
+    /// router's form), with a content type when `v5`.
+    fn encoded(v5: bool, payload_len: usize) -> (Codec, BytesMut) {
+        let codec = Codec::new(if v5 { Version::V5 } else { Version::V4 });
+        let mut p = Publish::new("t/x", "", false);
+        p.payload = vec![7u8; payload_len].into();
+        let frame = p.serialize();
+        let mut f = BytesMut::from(&frame[..]);
+        f[0] = 0x34; // QoS 2
+        f[1..3].copy_from_slice(&9u16.to_be_bytes());
+        let p = Publish::deserialize(f.freeze());
+        let props = v5.then(|| PublishProperties {
+            content_type: Some("json".into()),
+            ..Default::default()
+        });
+        let mut buf = BytesMut::from(&b"before"[..]);
+        codec.write(Packet::Publish(p, props), &mut buf).unwrap();
+        (codec, buf)
+    }
+
+    #[test]
+    fn rewrite_publish_changes_qos_and_retain_and_stays_decodable() {
+        // 125 and 126 bytes put the remaining length on both sides of 128.
+        for v5 in [false, true] {
+            for payload_len in [0, 10, 115, 116, 117, 125, 126, 127, 300] {
+                for (qos, retain) in [(0, false), (0, true), (1, true), (2, false)] {
+                    let (mut codec, mut buf) = encoded(v5, payload_len);
+                    rewrite_publish(&mut buf, 6, qos, retain);
+                    assert_eq!(&buf[..6], b"before");
+                    let mut frame = buf.split_off(6);
+                    assert_eq!(
+                        publish_qos_pkid(&frame),
+                        Some((qos, if qos == 0 { 0 } else { 9 })),
+                        "v5={v5} len={payload_len} qos={qos}"
+                    );
+                    let Packet::Publish(p, props) = codec.read(&mut frame, 1 << 20).unwrap() else {
+                        panic!("a PUBLISH")
+                    };
+                    assert!(frame.is_empty(), "whole frame consumed");
+                    assert_eq!(p.retain, retain);
+                    assert_eq!((&p.topic[..], p.payload.len()), (&b"t/x"[..], payload_len));
+                    assert_eq!(
+                        props.and_then(|p| p.content_type).as_deref(),
+                        v5.then_some("json")
+                    );
+                }
+            }
+        }
+    }
 
     fn connect(name: &[u8], level: u8) -> Vec<u8> {
         let mut v = vec![0x10, 0x0c, 0x00, name.len() as u8];

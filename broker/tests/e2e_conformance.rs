@@ -340,11 +340,15 @@ async fn mqtt_4_3_3_4_a_qos2_delivery_is_released_after_pubrec() {
         let mut sub = subscriber(&b, &pki, level, &topic, 2).await;
         let mut publisher = operational(&b, &pki, level, GATEWAY_CODE).await;
         for n in 0..3u8 {
+            let id = u16::from(n) + 1;
             publisher
-                .send(&raw::publish(level, topic.as_bytes(), 1, false, 1, &[n]))
+                .send(&raw::publish(level, topic.as_bytes(), 2, false, id, &[n]))
                 .await;
-            publisher.expect(kind::PUBACK, LONG).await;
+            publisher.expect(kind::PUBREC, LONG).await;
+            publisher.send(&raw::ack(kind::PUBREL, id)).await;
+            publisher.expect(kind::PUBCOMP, LONG).await;
             let got = sub.expect(kind::PUBLISH, LONG).await;
+            assert_eq!(got.qos(), 2, "v{level}: {got:?}");
             assert_eq!(got.publish(level == 5).map(|(_, p)| p), Some(vec![n]));
             let pkid = got.pkid().expect("a QoS 2 delivery has a packet id");
             assert_eq!(sub.next(SHORT).await, None, "no PUBREL before PUBREC");
@@ -367,8 +371,12 @@ async fn mqtt_4_4_0_1_qos2_exchanges_survive_a_reconnect() {
     let pki = Pki::generate();
     let b = BrokerProcess::start(exe(), &pki, ANY_CLIENT_ID);
     let topic = format!("telemetry/{GATEWAY_CODE}/data");
+    // MQTT 5 keeps a session only with a Session Expiry Interval.
+    let expiry = u32_property(0x11, 300);
+    let v5_expiry = |level| if level == 5 { &expiry[..] } else { &[][..] };
     let persistent = |level| ConnectOpts {
         clean: false,
+        properties: v5_expiry(level),
         ..ConnectOpts::new(level, MONITOR)
     };
     for level in [4u8, 5] {
@@ -378,6 +386,7 @@ async fn mqtt_4_4_0_1_qos2_exchanges_survive_a_reconnect() {
         sub.expect(kind::SUBACK, LONG).await;
         let publisher_opts = ConnectOpts {
             clean: false,
+            properties: v5_expiry(level),
             ..ConnectOpts::new(level, GATEWAY_CODE)
         };
         let mut publisher = Raw::connect(b.mqtt, &pki, &pki.operational, &publisher_opts).await;
@@ -505,4 +514,612 @@ async fn mqtt_3_1_2_12_a_qos2_will_is_accepted_and_published() {
         );
         assert_eq!(got.qos(), 2, "v{level}: {got:?}");
     }
+}
+
+/// Subscription options byte: QoS, No Local, Retain As Published, Retain
+/// Handling.
+fn options(qos: u8, no_local: bool, rap: bool, rh: u8) -> u8 {
+    qos | (u8::from(no_local) << 2) | (u8::from(rap) << 3) | (rh << 4)
+}
+
+/// [MQTT-3.8.4-8]: a message is delivered at the lower of its own QoS and
+/// the subscription's — live and retained, 3.1.1 and 5. (rumqttd delivered
+/// at the subscription's QoS.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_3_8_4_8_delivery_qos_is_the_lower_of_message_and_subscription() {
+    let pki = Pki::generate();
+    let b = BrokerProcess::start(exe(), &pki, ANY_CLIENT_ID);
+    for level in [4u8, 5] {
+        let topic = format!("telemetry/{GATEWAY_CODE}/qos{level}");
+        let mut sub = subscriber(&b, &pki, level, &topic, 2).await;
+        let mut publisher = operational(&b, &pki, level, GATEWAY_CODE).await;
+        // Twice: the acks the broker owes the router for downgraded
+        // deliveries must not stall the ones after them.
+        for round in 0..2u8 {
+            for qos in [0u8, 1, 2] {
+                let pkid = u16::from(qos) + 10;
+                publisher
+                    .send(&raw::publish(
+                        level,
+                        topic.as_bytes(),
+                        qos,
+                        false,
+                        pkid,
+                        &[round, qos],
+                    ))
+                    .await;
+                match qos {
+                    1 => drop(publisher.expect(kind::PUBACK, LONG).await),
+                    2 => {
+                        publisher.expect(kind::PUBREC, LONG).await;
+                        publisher.send(&raw::ack(kind::PUBREL, pkid)).await;
+                        publisher.expect(kind::PUBCOMP, LONG).await;
+                    }
+                    _ => {}
+                }
+                let got = sub.expect(kind::PUBLISH, LONG).await;
+                assert_eq!(
+                    got.publish(level == 5).map(|(_, p)| p),
+                    Some(vec![round, qos])
+                );
+                assert_eq!(got.qos(), qos, "v{level}: published at QoS {qos}: {got:?}");
+                match qos {
+                    1 => sub.send(&raw::ack(kind::PUBACK, got.pkid().unwrap())).await,
+                    2 => {
+                        let id = got.pkid().unwrap();
+                        sub.send(&raw::ack(kind::PUBREC, id)).await;
+                        sub.expect(kind::PUBREL, LONG).await;
+                        sub.send(&raw::ack(kind::PUBCOMP, id)).await;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        // Retained at QoS 0, sent to a new QoS 1 subscription: QoS 0, RETAIN 1.
+        let retained = format!("telemetry/{GATEWAY_CODE}/retained{level}");
+        publisher
+            .send(&raw::publish(
+                level,
+                retained.as_bytes(),
+                0,
+                true,
+                0,
+                b"kept",
+            ))
+            .await;
+        tokio::time::sleep(SHORT).await;
+        sub.send(&raw::subscribe(level, 2, &[(retained.as_str(), 1)]))
+            .await;
+        let got = sub.expect(kind::PUBLISH, LONG).await;
+        assert_eq!(
+            (got.qos(), got.flags & 1),
+            (0, 1),
+            "v{level}: retained QoS 0 message: {got:?}"
+        );
+        publisher
+            .send(&raw::publish(level, retained.as_bytes(), 0, true, 0, b""))
+            .await;
+    }
+}
+
+/// [MQTT-3.8.3-3]: with No Local a client does not get its own messages on
+/// that subscription; other clients' messages still arrive, and so do its
+/// own without No Local. The option stays with a persistent session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_3_8_3_3_no_local_keeps_a_clients_own_messages_from_it() {
+    let pki = Pki::generate();
+    let b = BrokerProcess::start(exe(), &pki, ANY_CLIENT_ID);
+    let own = format!("telemetry/{GATEWAY_CODE}/own");
+    let echo = format!("telemetry/{GATEWAY_CODE}/echo");
+    let expiry = u32_property(0x11, 300);
+    let persistent = ConnectOpts {
+        clean: false,
+        properties: &expiry,
+        ..ConnectOpts::new(5, GATEWAY_CODE)
+    };
+    let mut c = Raw::connect(b.mqtt, &pki, &pki.operational, &persistent).await;
+    c.send(&raw::subscribe(
+        5,
+        1,
+        &[
+            (own.as_str(), options(0, true, false, 0)),
+            (echo.as_str(), options(0, false, false, 0)),
+        ],
+    ))
+    .await;
+    c.expect(kind::SUBACK, LONG).await;
+    let mut other = operational(&b, &pki, 5, MONITOR).await;
+    for resumed in [false, true] {
+        c.send(&raw::publish(5, own.as_bytes(), 0, false, 0, b"mine"))
+            .await;
+        c.send(&raw::publish(5, echo.as_bytes(), 0, false, 0, b"echo"))
+            .await;
+        let got = c.expect(kind::PUBLISH, LONG).await;
+        assert_eq!(
+            got.publish(true),
+            Some((echo.clone(), b"echo".to_vec())),
+            "resumed={resumed}: only the subscription without No Local echoes"
+        );
+        other
+            .send(&raw::publish(5, own.as_bytes(), 0, false, 0, b"theirs"))
+            .await;
+        let got = c.expect(kind::PUBLISH, LONG).await;
+        assert_eq!(got.publish(true), Some((own.clone(), b"theirs".to_vec())));
+        assert_eq!(c.next(SHORT).await, None, "resumed={resumed}");
+        if !resumed {
+            drop(c);
+            tokio::time::sleep(SHORT).await;
+            c = Raw::connect(b.mqtt, &pki, &pki.operational, &persistent).await;
+        }
+    }
+}
+
+/// [MQTT-3.3.1-12] / [MQTT-3.3.1-13]: a live message goes out with RETAIN 0
+/// unless the subscription has Retain As Published, then with the RETAIN
+/// flag it was published with. 3.1.1 [MQTT-3.3.1-9]: always RETAIN 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_3_3_1_13_retain_as_published_keeps_the_retain_flag() {
+    let pki = Pki::generate();
+    let b = BrokerProcess::start(exe(), &pki, ANY_CLIENT_ID);
+    let topic = format!("telemetry/{GATEWAY_CODE}/rap");
+    let mut rap = operational(&b, &pki, 5, MONITOR).await;
+    rap.send(&raw::subscribe(
+        5,
+        1,
+        &[(topic.as_str(), options(0, false, true, 0))],
+    ))
+    .await;
+    rap.expect(kind::SUBACK, LONG).await;
+    let mut plain = operational(&b, &pki, 5, "GW0001-EEFF-plain").await;
+    plain
+        .send(&raw::subscribe(5, 1, &[(topic.as_str(), 0)]))
+        .await;
+    plain.expect(kind::SUBACK, LONG).await;
+    let mut old = operational(&b, &pki, 4, "GW0001-EEFF-v311").await;
+    old.send(&raw::subscribe(4, 1, &[(topic.as_str(), 0)]))
+        .await;
+    old.expect(kind::SUBACK, LONG).await;
+    let mut publisher = operational(&b, &pki, 5, GATEWAY_CODE).await;
+    for retain in [true, false] {
+        publisher
+            .send(&raw::publish(5, topic.as_bytes(), 0, retain, 0, b"m"))
+            .await;
+        let got = rap.expect(kind::PUBLISH, LONG).await;
+        assert_eq!(
+            got.flags & 1,
+            u8::from(retain),
+            "RAP, published retain={retain}"
+        );
+        let got = plain.expect(kind::PUBLISH, LONG).await;
+        assert_eq!(got.flags & 1, 0, "no RAP, published retain={retain}");
+        let got = old.expect(kind::PUBLISH, LONG).await;
+        assert_eq!(got.flags & 1, 0, "3.1.1, published retain={retain}");
+    }
+    publisher
+        .send(&raw::publish(5, topic.as_bytes(), 0, true, 0, b""))
+        .await;
+}
+
+/// [MQTT-3.3.1-9..11] Retain Handling, and [MQTT-3.8.4-3] / [MQTT-3.8.4-4]:
+/// a SUBSCRIBE for a filter the session already has replaces it (its new
+/// QoS applies) and, with Retain Handling 0 (always in 3.1.1), sends the
+/// retained messages again. (rumqttd kept the old QoS and sent retained
+/// messages only for a new subscription, and ignored Retain Handling.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_3_3_1_10_retain_handling_and_resubscribe() {
+    let pki = Pki::generate();
+    let b = BrokerProcess::start(exe(), &pki, ANY_CLIENT_ID);
+    let topic = format!("telemetry/{GATEWAY_CODE}/kept");
+    let mut publisher = operational(&b, &pki, 5, GATEWAY_CODE).await;
+    publisher
+        .send(&raw::publish(5, topic.as_bytes(), 1, true, 1, b"kept"))
+        .await;
+    publisher.expect(kind::PUBACK, LONG).await;
+
+    let mut c = operational(&b, &pki, 5, MONITOR).await;
+    // (options, a retained message expected) in order on one filter.
+    let steps = [
+        (
+            options(1, false, false, 2),
+            false,
+            "RH 2 on a new subscription",
+        ),
+        (
+            options(1, false, false, 1),
+            false,
+            "RH 1 on an existing one",
+        ),
+        (options(1, false, false, 0), true, "RH 0 on an existing one"),
+        (
+            options(1, false, false, 2),
+            false,
+            "RH 2 on an existing one",
+        ),
+    ];
+    for (i, (opts, expected, what)) in steps.into_iter().enumerate() {
+        c.send(&raw::subscribe(5, i as u16 + 1, &[(topic.as_str(), opts)]))
+            .await;
+        c.expect(kind::SUBACK, LONG).await;
+        let got = c.next(SHORT).await;
+        if expected {
+            let got = got.unwrap_or_else(|| panic!("{what}: retained message sent"));
+            assert_eq!(got.publish(true), Some((topic.clone(), b"kept".to_vec())));
+            assert_eq!(got.flags & 1, 1, "{what}: RETAIN 1");
+            c.send(&raw::ack(kind::PUBACK, got.pkid().unwrap())).await;
+        } else {
+            assert_eq!(got, None, "{what}: no retained message");
+        }
+    }
+    c.send(&raw::unsubscribe(5, 9, &[&topic])).await;
+    c.expect(kind::UNSUBACK, LONG).await;
+    c.send(&raw::subscribe(
+        5,
+        10,
+        &[(topic.as_str(), options(1, false, false, 1))],
+    ))
+    .await;
+    c.expect(kind::SUBACK, LONG).await;
+    let got = c.expect(kind::PUBLISH, LONG).await;
+    assert_eq!(got.flags & 1, 1, "RH 1 on a new subscription: {got:?}");
+
+    // 3.1.1: every SUBSCRIBE sends the retained messages; a new QoS applies.
+    let mut old = operational(&b, &pki, 4, "GW0001-EEFF-v311").await;
+    for (i, qos) in [0u8, 1, 1].into_iter().enumerate() {
+        old.send(&raw::subscribe(4, i as u16 + 1, &[(topic.as_str(), qos)]))
+            .await;
+        let ack = old.expect(kind::SUBACK, LONG).await;
+        assert_eq!(ack.body.last(), Some(&qos));
+        let got = old.expect(kind::PUBLISH, LONG).await;
+        assert_eq!(
+            (got.flags & 1, got.qos()),
+            (1, qos),
+            "3.1.1 SUBSCRIBE #{i} at QoS {qos}: {got:?}"
+        );
+        if qos == 1 {
+            old.send(&raw::ack(kind::PUBACK, got.pkid().unwrap())).await;
+        }
+    }
+    // Live messages then come at the new QoS.
+    publisher
+        .send(&raw::publish(5, topic.as_bytes(), 1, false, 2, b"live"))
+        .await;
+    let got = old.expect(kind::PUBLISH, LONG).await;
+    assert_eq!((got.qos(), got.flags & 1), (1, 0), "{got:?}");
+}
+
+/// Topic Alias property (0x23) of value `alias`.
+fn alias(alias: u16) -> Vec<u8> {
+    let mut p = vec![0x23];
+    p.extend_from_slice(&alias.to_be_bytes());
+    p
+}
+
+/// [MQTT-3.3.2-9] and 3.3.2.3.4: a client may set topic aliases up to the
+/// Topic Alias Maximum in the CONNACK and use them with an empty topic; the
+/// ACL sees the real topic either way. Above the maximum: DISCONNECT 0x94;
+/// aliases do not outlive the connection [MQTT-3.3.2-7] (an unknown alias
+/// with an empty topic is a protocol error, 0x82).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_3_3_2_9_topic_aliases_are_resolved_before_the_acl() {
+    let pki = Pki::generate();
+    let b = BrokerProcess::start(exe(), &pki, ANY_CLIENT_ID);
+    let topic = format!("telemetry/{GATEWAY_CODE}/data");
+    let mut sub = subscriber(&b, &pki, 5, &topic, 0).await;
+    let mut c = Raw::open(b.mqtt, &pki, &pki.operational, 5).await;
+    c.send(&raw::connect(&ConnectOpts::new(5, GATEWAY_CODE)))
+        .await;
+    let ack = c.expect(kind::CONNACK, LONG).await;
+    let props = raw::connack_properties(&ack.body).expect("CONNACK properties");
+    assert!(
+        props.contains(&(0x22, 10u16.to_be_bytes().to_vec())),
+        "Topic Alias Maximum 10: {props:?}"
+    );
+    c.send(&raw::publish_v5(topic.as_bytes(), 0, 0, &alias(1), b"set"))
+        .await;
+    c.send(&raw::publish_v5(b"", 0, 0, &alias(1), b"used"))
+        .await;
+    for payload in [&b"set"[..], b"used"] {
+        let got = sub.expect(kind::PUBLISH, LONG).await;
+        assert_eq!(got.publish(true), Some((topic.clone(), payload.to_vec())));
+    }
+    // Another gateway's topic behind an alias is denied like the topic.
+    c.send(&raw::publish_v5(
+        b"telemetry/GW0002-AB12/data",
+        1,
+        1,
+        &alias(2),
+        b"x",
+    ))
+    .await;
+    c.send(&raw::publish_v5(b"", 1, 2, &alias(2), b"x")).await;
+    for pkid in [1u16, 2] {
+        let ack = c.expect(kind::PUBACK, LONG).await;
+        assert_eq!((ack.pkid(), ack.reason()), (Some(pkid), 0x87), "{ack:?}");
+    }
+    assert_eq!(sub.next(SHORT).await, None, "nothing denied was delivered");
+    c.send(&raw::publish_v5(b"", 0, 0, &alias(11), b"x")).await;
+    let closed = c.closed_within(LONG).await.expect("closed");
+    assert_eq!(closed.disconnect(), Some(0x94), "{closed:?}");
+
+    let mut again = operational(&b, &pki, 5, GATEWAY_CODE).await;
+    again
+        .send(&raw::publish_v5(b"", 0, 0, &alias(1), b"x"))
+        .await;
+    let closed = again.closed_within(LONG).await.expect("closed");
+    assert_eq!(closed.disconnect(), Some(0x82), "{closed:?}");
+    assert_eq!(
+        b.metric("gatehouse_protocol_errors_total{reason=\"topic_alias_unknown\"}"),
+        1.0
+    );
+}
+
+/// [MQTT-3.1.3-10]: the will's properties (here a content type and a user
+/// property) are published with it. (rumqttd's path dropped them.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_3_1_3_10_will_properties_are_published_with_the_will() {
+    let pki = Pki::generate();
+    let b = BrokerProcess::start(exe(), &pki, ANY_CLIENT_ID);
+    let topic = format!("telemetry/{GATEWAY_CODE}/status");
+    let mut sub = subscriber(&b, &pki, 5, &topic, 1).await;
+    // User Property ("why", "lost"), Content Type "text/plain" (in the
+    // order the broker's encoder writes them, so bytes compare).
+    let mut props = vec![0x26];
+    props.extend(raw::string(b"why"));
+    props.extend(raw::string(b"lost"));
+    props.push(0x03);
+    props.extend(raw::string(b"text/plain"));
+    let c = Raw::connect(
+        b.mqtt,
+        &pki,
+        &pki.operational,
+        &ConnectOpts {
+            will: Some((topic.as_str(), b"gone", 1)),
+            will_properties: &props,
+            ..ConnectOpts::new(5, GATEWAY_CODE)
+        },
+    )
+    .await;
+    drop(c);
+    let got = sub.expect(kind::PUBLISH, LONG).await;
+    assert_eq!(got.publish(true), Some((topic.clone(), b"gone".to_vec())));
+    // topic, packet id, then the properties as the will carried them.
+    let at = 2 + topic.len() + 2;
+    let mut expected = raw::remaining_length(props.len());
+    expected.extend_from_slice(&props);
+    assert_eq!(
+        got.body[at..at + expected.len()],
+        expected[..],
+        "will properties delivered as set, nothing else: {got:?}"
+    );
+}
+
+/// A four-byte-integer property (Session Expiry 0x11, Will Delay 0x18).
+fn u32_property(id: u8, value: u32) -> Vec<u8> {
+    let mut p = vec![id];
+    p.extend_from_slice(&value.to_be_bytes());
+    p
+}
+
+/// CONNACK's Session Present flag.
+fn session_present(connack: &raw::Frame) -> bool {
+    connack.body[0] & 1 == 1
+}
+
+/// [MQTT-3.1.2-23] / §3.1.2.11.2: in MQTT 5 the Session Expiry Interval, not
+/// Clean Start, decides whether a session outlives its connection: Clean
+/// Start 1 with an expiry keeps it (queued messages arrive on return), Clean
+/// Start 0 without one does not. (rumqttd followed Clean Start.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_3_1_2_23_session_expiry_decides_whether_a_session_outlives_its_connection() {
+    let pki = Pki::generate();
+    let b = BrokerProcess::start(exe(), &pki, ANY_CLIENT_ID);
+    let topic = format!("telemetry/{GATEWAY_CODE}/queued");
+    let expiry = u32_property(0x11, 300);
+    let mut publisher = operational(&b, &pki, 5, GATEWAY_CODE).await;
+    for (clean, props, kept) in [(true, &expiry[..], true), (false, &[][..], false)] {
+        let opts = |clean| ConnectOpts {
+            clean,
+            properties: props,
+            ..ConnectOpts::new(5, MONITOR)
+        };
+        let mut c = Raw::open(b.mqtt, &pki, &pki.operational, 5).await;
+        c.send(&raw::connect(&opts(clean))).await;
+        c.expect(kind::CONNACK, LONG).await;
+        c.send(&raw::subscribe(5, 1, &[(topic.as_str(), 1)])).await;
+        c.expect(kind::SUBACK, LONG).await;
+        drop(c);
+        tokio::time::sleep(SHORT).await;
+        publisher
+            .send(&raw::publish(
+                5,
+                topic.as_bytes(),
+                1,
+                false,
+                1,
+                b"while away",
+            ))
+            .await;
+        publisher.expect(kind::PUBACK, LONG).await;
+        let mut c = Raw::open(b.mqtt, &pki, &pki.operational, 5).await;
+        c.send(&raw::connect(&opts(false))).await;
+        let ack = c.expect(kind::CONNACK, LONG).await;
+        assert_eq!(
+            session_present(&ack),
+            kept,
+            "clean start {clean}, expiry {props:?}: {ack:?}"
+        );
+        let got = c.next(SHORT).await;
+        if kept {
+            let got = got.expect("the queued message");
+            assert_eq!(
+                got.publish(true),
+                Some((topic.clone(), b"while away".to_vec()))
+            );
+            c.send(&raw::ack(kind::PUBACK, got.pkid().unwrap())).await;
+        } else {
+            assert_eq!(got, None, "nothing of a session that ended");
+        }
+        // End this session for the next case (Clean Start, no expiry).
+        drop(c);
+        let c = Raw::connect(
+            b.mqtt,
+            &pki,
+            &pki.operational,
+            &ConnectOpts::new(5, MONITOR),
+        )
+        .await;
+        drop(c);
+        tokio::time::sleep(SHORT).await;
+    }
+}
+
+/// §3.1.2.11.2 / `mqtt.max_session_expiry`: a session ends when its expiry
+/// has passed (removed from the router: no Session Present, no queued
+/// messages); the cap applies to what a v5 client asks (the CONNACK says
+/// so) and to a 3.1.1 persistent session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_session_is_removed() {
+    let pki = Pki::generate();
+    let b = BrokerProcess::start(
+        exe(),
+        &pki,
+        &format!("{ANY_CLIENT_ID}[mqtt]\nmax_session_expiry = \"1s\"\n"),
+    );
+    let topic = format!("telemetry/{GATEWAY_CODE}/expiry");
+    let asked = u32_property(0x11, 300);
+    for level in [5u8, 4] {
+        let opts = ConnectOpts {
+            clean: false,
+            properties: if level == 5 { &asked } else { &[] },
+            ..ConnectOpts::new(level, MONITOR)
+        };
+        let mut c = Raw::open(b.mqtt, &pki, &pki.operational, level).await;
+        c.send(&raw::connect(&opts)).await;
+        let ack = c.expect(kind::CONNACK, LONG).await;
+        if level == 5 {
+            let props = raw::connack_properties(&ack.body).expect("properties");
+            assert!(
+                props.contains(&(0x11, 1u32.to_be_bytes().to_vec())),
+                "Session Expiry capped to 1 s: {props:?}"
+            );
+        }
+        c.send(&raw::subscribe(level, 1, &[(topic.as_str(), 1)]))
+            .await;
+        c.expect(kind::SUBACK, LONG).await;
+        drop(c);
+        // Within the expiry the session is there...
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let mut c = Raw::open(b.mqtt, &pki, &pki.operational, level).await;
+        c.send(&raw::connect(&opts)).await;
+        let ack = c.expect(kind::CONNACK, LONG).await;
+        assert!(
+            session_present(&ack),
+            "v{level}: resumed within 1 s: {ack:?}"
+        );
+        drop(c);
+        // ...and gone after it.
+        tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+        let mut c = Raw::open(b.mqtt, &pki, &pki.operational, level).await;
+        c.send(&raw::connect(&opts)).await;
+        let ack = c.expect(kind::CONNACK, LONG).await;
+        assert!(!session_present(&ack), "v{level}: expired: {ack:?}");
+        let mut publisher = operational(&b, &pki, level, GATEWAY_CODE).await;
+        publisher
+            .send(&raw::publish(level, topic.as_bytes(), 0, false, 0, b"x"))
+            .await;
+        assert_eq!(
+            c.next(SHORT).await,
+            None,
+            "v{level}: its subscription is gone"
+        );
+        drop(c);
+        let c = Raw::connect(
+            b.mqtt,
+            &pki,
+            &pki.operational,
+            &ConnectOpts::new(level, MONITOR),
+        )
+        .await;
+        drop(c);
+    }
+}
+
+/// [MQTT-3.1.3-9]: a will with a Will Delay Interval is published when the
+/// delay has passed, not before, and not at all if the client id connects
+/// again within it; a session that ends with its connection (no expiry)
+/// publishes it at once. (rumqttd ignored the delay.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_3_1_3_9_a_delayed_will_waits_and_a_reconnect_cancels_it() {
+    let pki = Pki::generate();
+    let b = BrokerProcess::start(exe(), &pki, ANY_CLIENT_ID);
+    let topic = format!("telemetry/{GATEWAY_CODE}/will");
+    let mut sub = subscriber(&b, &pki, 5, &topic, 0).await;
+    let delay = u32_property(0x18, 2);
+    let expiry = u32_property(0x11, 60);
+    let opts = |props: &'static [u8]| ConnectOpts {
+        will: Some((topic.as_str(), b"gone", 0)),
+        will_properties: &delay,
+        properties: props,
+        ..ConnectOpts::new(5, GATEWAY_CODE)
+    };
+    let expiry: &'static [u8] = Box::leak(expiry.into_boxed_slice());
+
+    // Delayed: nothing for a second, then the will.
+    drop(Raw::connect(b.mqtt, &pki, &pki.operational, &opts(expiry)).await);
+    let started = std::time::Instant::now();
+    assert_eq!(
+        sub.next(std::time::Duration::from_millis(1200)).await,
+        None,
+        "not before the delay"
+    );
+    let got = sub.expect(kind::PUBLISH, LONG).await;
+    assert_eq!(got.publish(true), Some((topic.clone(), b"gone".to_vec())));
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Back within the delay, resuming the session: no will.
+    drop(Raw::connect(b.mqtt, &pki, &pki.operational, &opts(expiry)).await);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let resume = ConnectOpts {
+        clean: false,
+        properties: expiry,
+        ..ConnectOpts::new(5, GATEWAY_CODE)
+    };
+    let back = Raw::connect(b.mqtt, &pki, &pki.operational, &resume).await;
+    assert_eq!(
+        sub.next(std::time::Duration::from_secs(3)).await,
+        None,
+        "a reconnect cancels it"
+    );
+    // Back with Clean Start: the old session ends, so its will goes now.
+    drop(back);
+    drop(Raw::connect(b.mqtt, &pki, &pki.operational, &opts(expiry)).await);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let back = Raw::connect(
+        b.mqtt,
+        &pki,
+        &pki.operational,
+        &ConnectOpts::new(5, GATEWAY_CODE),
+    )
+    .await;
+    let got = sub
+        .expect(kind::PUBLISH, std::time::Duration::from_millis(1500))
+        .await;
+    assert_eq!(
+        got.publish(true),
+        Some((topic.clone(), b"gone".to_vec())),
+        "Clean Start ends the session"
+    );
+    drop(back);
+    tokio::time::sleep(SHORT).await;
+
+    // No session expiry: the session ends with the connection, the will goes now.
+    drop(Raw::connect(b.mqtt, &pki, &pki.operational, &opts(&[])).await);
+    let got = sub
+        .expect(kind::PUBLISH, std::time::Duration::from_millis(1500))
+        .await;
+    assert_eq!(got.publish(true), Some((topic.clone(), b"gone".to_vec())));
 }

@@ -16,6 +16,8 @@ pub(crate) const MAX_NEW_TOPICS_PER_MINUTE: usize = 100;
 pub(crate) const MAX_SUBSCRIPTIONS_PER_CLIENT: usize = 100;
 pub(crate) const MAX_RETAINED_PER_CLIENT: usize = 32;
 pub(crate) const RECEIVE_MAXIMUM: usize = 100;
+pub(crate) const TOPIC_ALIAS_MAXIMUM: usize = 10;
+pub(crate) const MAX_SESSION_EXPIRY: &str = "1d";
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +31,8 @@ pub(crate) struct RawMqtt {
     pub max_subscriptions_per_client: Option<i64>,
     pub max_retained_per_client: Option<i64>,
     pub receive_maximum: Option<i64>,
+    pub topic_alias_maximum: Option<i64>,
+    pub max_session_expiry: Option<String>,
 }
 
 /// `[mqtt]`: per-session protocol limits of the embedded broker.
@@ -67,6 +71,17 @@ pub struct MqttSettings {
     /// connection (MQTT 5: DISCONNECT 0x93). 3.1.1 clients are held to the
     /// same bound.
     pub receive_maximum: usize,
+    /// Topic aliases an MQTT 5 client may set per connection (announced as
+    /// Topic Alias Maximum; 0 turns them off). Resolved before the ACL
+    /// check, so rules always see the real topic. An alias above it is
+    /// DISCONNECT 0x94.
+    pub topic_alias_maximum: usize,
+    /// Longest a session outlives its connection: an MQTT 5 client's
+    /// Session Expiry Interval is capped to it (and told so in the CONNACK),
+    /// and a 3.1.1 persistent session (clean session 0) lives this long
+    /// after it disconnects. An expired session is removed from the router:
+    /// its subscriptions and queued messages are gone.
+    pub max_session_expiry: Duration,
 }
 
 impl Validator<'_> {
@@ -134,6 +149,20 @@ impl Validator<'_> {
                 RECEIVE_MAXIMUM,
                 65_535,
             )?,
+            max_session_expiry: self.duration(
+                "mqtt.max_session_expiry",
+                raw.max_session_expiry,
+                MAX_SESSION_EXPIRY,
+            )?,
+            topic_alias_maximum: match raw.topic_alias_maximum {
+                Some(0) => 0,
+                other => self.positive(
+                    "mqtt.topic_alias_maximum",
+                    other,
+                    TOPIC_ALIAS_MAXIMUM,
+                    65_535,
+                )?,
+            },
         })
     }
 }

@@ -161,6 +161,10 @@ pub struct ConnectOpts<'a> {
     pub clean: bool,
     /// Will topic, payload, QoS.
     pub will: Option<(&'a str, &'a [u8], u8)>,
+    /// v5 will properties, encoded (without their length).
+    pub will_properties: &'a [u8],
+    /// v5 CONNECT properties, encoded (without their length).
+    pub properties: &'a [u8],
 }
 
 impl<'a> ConnectOpts<'a> {
@@ -171,6 +175,8 @@ impl<'a> ConnectOpts<'a> {
             keepalive: 30,
             clean: true,
             will: None,
+            will_properties: &[],
+            properties: &[],
         }
     }
 }
@@ -189,12 +195,14 @@ pub fn connect(o: &ConnectOpts<'_>) -> Vec<u8> {
     body.push(flags);
     body.extend_from_slice(&o.keepalive.to_be_bytes());
     if o.level == 5 {
-        body.push(0); // no properties
+        body.extend(remaining_length(o.properties.len()));
+        body.extend_from_slice(o.properties);
     }
     body.extend(string(o.client_id.as_bytes()));
     if let Some((topic, payload, _)) = o.will {
         if o.level == 5 {
-            body.push(0); // no will properties
+            body.extend(remaining_length(o.will_properties.len()));
+            body.extend_from_slice(o.will_properties);
         }
         body.extend(string(topic.as_bytes()));
         body.extend(string(payload));
@@ -220,6 +228,18 @@ pub fn publish(
     }
     body.extend_from_slice(payload);
     frame(0x30 | (qos << 1) | u8::from(retain), &body)
+}
+
+/// A v5 PUBLISH with the given encoded properties (without their length).
+pub fn publish_v5(topic: &[u8], qos: u8, pkid: u16, properties: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut body = string(topic);
+    if qos > 0 {
+        body.extend_from_slice(&pkid.to_be_bytes());
+    }
+    body.extend(remaining_length(properties.len()));
+    body.extend_from_slice(properties);
+    body.extend_from_slice(payload);
+    frame(0x30 | (qos << 1), &body)
 }
 
 /// A PUBACK, PUBREC, PUBREL or PUBCOMP (`kind`) for `pkid`, reason

@@ -5,12 +5,13 @@ use gatehouse_acl::{Action, Decision, Subject};
 use gatehouse_ingest::{Ack, AckWaiter};
 use rumqttd::protocol::{
     DisconnectReasonCode, Packet, PingResp, PubAckReason, PubComp, PubCompReason, PubRecReason,
-    Publish, SubAck, SubscribeReasonCode, UnsubAck, UnsubAckReason,
+    Publish, RetainForwardRule, SubAck, SubscribeReasonCode, UnsubAck, UnsubAckReason, Unsubscribe,
 };
 use std::sync::atomic::Ordering;
 use tokio::time::Instant;
 
-use super::{End, Session, reason_byte};
+use super::delivery;
+use super::{End, Session, SubOptions, reason_byte};
 use crate::presence::DisconnectReason;
 use crate::quota::{Qos2In, Quota};
 use crate::telemetry::Telemetry;
@@ -176,6 +177,7 @@ impl Session {
                 let subject = Subject::new(self.identity.kind, &self.identity.cn, &self.client_id);
                 let mut codes = Vec::with_capacity(subscribe.filters.len());
                 let mut allowed = Vec::with_capacity(subscribe.filters.len());
+                let mut replaced = Vec::new();
                 for f in subscribe.filters.drain(..) {
                     let decision = shared.policy.load().decide(
                         &shared.revocation,
@@ -184,7 +186,20 @@ impl Session {
                         Action::Subscribe,
                         f.path.as_bytes(),
                     );
-                    if decision.is_allowed() && !shared.book.subscribe(&self.client_id, &f.path) {
+                    let existing = self.subscriptions.iter().position(|(p, _)| *p == f.path);
+                    let options = SubOptions {
+                        qos: f.qos as u8,
+                        no_local: f.nolocal,
+                        retain_as_published: f.preserve_retain,
+                        skip_retained: match f.retain_forward_rule {
+                            RetainForwardRule::OnEverySubscribe => false,
+                            RetainForwardRule::OnNewSubscribe => existing.is_some(),
+                            RetainForwardRule::Never => true,
+                        },
+                    };
+                    if decision.is_allowed()
+                        && !shared.book.subscribe(&self.client_id, &f.path, options)
+                    {
                         self.over_quota(Quota::Subscriptions);
                         codes.push(Some(if self.v5() {
                             SubscribeReasonCode::QuotaExceeded
@@ -192,6 +207,23 @@ impl Session {
                             SubscribeReasonCode::Failure
                         }));
                     } else if decision.is_allowed() {
+                        match existing {
+                            Some(i) => {
+                                // rumqttd keeps an existing subscription's
+                                // QoS and sends retained messages only for a
+                                // new one: it is replaced in the router
+                                // [MQTT-3.8.4-3] and its retained messages
+                                // sent again (Retain Handling 0) [MQTT-3.8.4-4].
+                                let before =
+                                    std::mem::replace(&mut self.subscriptions[i].1, options);
+                                if before.qos != options.qos
+                                    || f.retain_forward_rule == RetainForwardRule::OnEverySubscribe
+                                {
+                                    replaced.push(f.path.clone());
+                                }
+                            }
+                            None => self.subscriptions.push((f.path.clone(), options)),
+                        }
                         codes.push(None);
                         allowed.push(f);
                     } else {
@@ -218,6 +250,16 @@ impl Session {
                         self.pending_subacks.insert(subscribe.pkid, codes);
                     }
                     subscribe.filters = allowed;
+                    if !replaced.is_empty() {
+                        // Its UNSUBACK is dropped with the router's others.
+                        self.to_router.push(Packet::Unsubscribe(
+                            Unsubscribe {
+                                pkid: subscribe.pkid,
+                                filters: replaced,
+                            },
+                            None,
+                        ));
+                    }
                     self.to_router.push(Packet::Subscribe(subscribe, props));
                 }
                 Ok(())
@@ -233,6 +275,7 @@ impl Session {
                     .filters
                     .iter()
                     .map(|filter| {
+                        self.subscriptions.retain(|(p, _)| p != filter);
                         let existed = self.conn.shared.book.unsubscribe(&self.client_id, filter);
                         if existed || !v5 {
                             UnsubAckReason::Success
@@ -306,15 +349,38 @@ impl Session {
 
     async fn publish(
         &mut self,
-        publish: Publish,
-        props: Option<rumqttd::protocol::PublishProperties>,
+        mut publish: Publish,
+        mut props: Option<rumqttd::protocol::PublishProperties>,
         qos: u8,
         pkid: u16,
     ) -> Result<(), End> {
-        if props.as_ref().is_some_and(|p| p.topic_alias.is_some()) {
-            return Err(self.protocol_error("topic_alias", DisconnectReasonCode::TopicAliasInvalid));
-        }
         let shared = self.conn.shared.clone();
+        if let Some(alias) = props.as_mut().and_then(|p| p.topic_alias.take()) {
+            // Resolved here, so the ACL, ingest and the router see the real
+            // topic (the router link takes no aliases). Above the maximum we
+            // announced: 0x94 [MQTT-3.3.2-9].
+            if usize::from(alias) > shared.config.mqtt.topic_alias_maximum {
+                return Err(self.protocol_error(
+                    "topic_alias_invalid",
+                    DisconnectReasonCode::TopicAliasInvalid,
+                ));
+            }
+            if publish.topic.is_empty() {
+                match self.topic_aliases.get(&alias) {
+                    Some(topic) => publish.topic = topic.clone(),
+                    // An empty topic with an alias this connection never
+                    // set is a protocol error (3.3.2.3.4).
+                    None => {
+                        return Err(self.protocol_error(
+                            "topic_alias_unknown",
+                            DisconnectReasonCode::ProtocolError,
+                        ));
+                    }
+                }
+            } else {
+                self.topic_aliases.insert(alias, publish.topic.clone());
+            }
+        }
         if shared.telemetry.durable() && qos > 0 && self.held_acks.len() >= self.receive_maximum {
             return Err(self.receive_maximum_exceeded());
         }
@@ -368,6 +434,8 @@ impl Session {
             } else if qos == 2 {
                 self.qos2_routing.insert(pkid);
             }
+            publish.payload =
+                delivery::stamp(&publish.payload, qos, publish.retain, &self.client_id);
             self.to_router.push(Packet::Publish(publish, props));
             return Ok(());
         }

@@ -4,7 +4,9 @@
 //! (and, with `ingest.ack = "durable"`, towards the client), keepalive,
 //! kicks and the end of the session (will, DISCONNECT, presence).
 //! `inbound` handles what the client sends, `outbound` what the router
-//! delivers; this file holds the session's state, its loop and its end.
+//! delivers, `delivery` what the router forgets (a message's origin, the
+//! subscription options); this file holds the session's state, its loop and
+//! its end.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -19,7 +21,8 @@ use gatehouse_gate::RevokedSessionCut;
 use prometheus::IntCounter;
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::{
-    Disconnect, DisconnectReasonCode, LastWill, Packet, PingReq, Publish, SubscribeReasonCode,
+    Disconnect, DisconnectReasonCode, LastWill, LastWillProperties, Packet, PingReq, Publish,
+    PublishProperties, SubscribeReasonCode,
 };
 use time::OffsetDateTime;
 use tokio::io::AsyncReadExt;
@@ -27,6 +30,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::admission::Conn;
+use crate::afterlife::{DelayedWill, Lifetime};
 use crate::guard::GaugeGuard;
 use crate::presence::{DisconnectReason, PresenceEvent};
 use crate::quota::{Quota, TopicWindow};
@@ -37,9 +41,11 @@ use crate::telemetry::HeldAcks;
 use crate::validate::Violation;
 use crate::wire::{Codec, Version};
 
+mod delivery;
 mod inbound;
 mod outbound;
 
+pub(crate) use delivery::SubOptions;
 pub(crate) use outbound::InFlight;
 
 /// Most router notifications handled per wake-up before writing.
@@ -57,6 +63,8 @@ pub(crate) struct Session {
     /// 1.5 x the keepalive in force.
     pub(crate) keepalive: Duration,
     pub(crate) will: Option<LastWill>,
+    /// The will's v5 properties, published with it [MQTT-3.1.3-10].
+    pub(crate) will_props: Option<LastWillProperties>,
     pub(crate) link_tx: LinkTx,
     pub(crate) link_rx: LinkRx,
     /// Packets for the router, sent in one batch.
@@ -77,6 +85,12 @@ pub(crate) struct Session {
     pub(crate) qos2_routing: HashSet<u16>,
     /// `mqtt.receive_maximum`.
     pub(crate) receive_maximum: usize,
+    /// Topic aliases this connection's client set (MQTT 5, at most
+    /// `mqtt.topic_alias_maximum`; they end with the connection).
+    pub(crate) topic_aliases: HashMap<u16, Bytes>,
+    /// This session's subscriptions and their options (a copy of the
+    /// client book's, read without its lock on every delivery).
+    pub(crate) subscriptions: Vec<(String, SubOptions)>,
     /// SUBSCRIBEs partly refused by the ACL: the codes we decided, `None`
     /// where the router's code goes.
     pub(crate) pending_subacks: HashMap<u16, Vec<Option<SubscribeReasonCode>>>,
@@ -91,8 +105,8 @@ pub(crate) struct Session {
     pub(crate) deny_publish: IntCounter,
     pub(crate) deny_subscribe: IntCounter,
     pub(crate) deny_receive: IntCounter,
-    /// The client asked for a clean session (3.1.1 clean session / v5 clean start).
-    pub(crate) clean: bool,
+    /// Clean start and how long the session outlives the connection.
+    pub(crate) lifetime: Lifetime,
     /// Distinct topics published to this minute (`mqtt.max_new_topics_per_minute`).
     pub(crate) topics: TopicWindow,
     /// Bytes of an incomplete packet this session holds in the shared budget.
@@ -130,7 +144,12 @@ impl Drop for Session {
         }
         if !self.finished {
             self.finished = true;
-            shared.book.session_end(&self.client_id, self.clean);
+            shared
+                .book
+                .session_end(&self.client_id, self.lifetime.expiry.is_zero());
+            shared
+                .afterlife
+                .ended(&shared, &self.client_id, self.lifetime, None);
             shared
                 .presence
                 .on_disconnect(&self.presence(Some(DisconnectReason::InternalError)));
@@ -190,7 +209,12 @@ impl Session {
         let shared = self.conn.shared.clone();
         // Released however the session ends, a panic included.
         let _active = GaugeGuard::new(shared.metrics.gate.sessions_active(self.identity.kind));
-        shared.book.session_start(&self.client_id, self.clean);
+        shared
+            .book
+            .session_start(&self.client_id, self.lifetime.clean_start);
+        if !self.lifetime.clean_start {
+            self.subscriptions = shared.book.subscriptions(&self.client_id);
+        }
         shared.presence.on_connect(&self.presence(None));
         let end = match self.start(&mut control).await {
             Ok(()) => self.pump(&mut control).await,
@@ -202,7 +226,7 @@ impl Session {
     /// Sends the CONNACK, then handles whatever the client sent in the same
     /// reads as its CONNECT (MQTT lets a client send before the CONNACK).
     async fn start(&mut self, control: &mut mpsc::Receiver<Control>) -> Result<(), End> {
-        if !self.clean {
+        if !self.lifetime.link_clean() {
             // A resumed session's PUBRELs wait in the router link's buffer
             // behind the CONNACK, with no wake-up of their own (rumqttd's
             // link builder took it): a PINGREQ makes the router answer, and
@@ -378,11 +402,39 @@ impl Session {
         self.codec.version() == Version::V5
     }
 
+    /// The will, when it is to be published and has a Will Delay Interval
+    /// within a session that outlives the connection: it then waits in
+    /// [`crate::afterlife`] for the delay or the end of the session.
+    fn delayed_will(&mut self, publish: bool) -> Option<DelayedWill> {
+        let delay = self.will_props.as_ref()?.delay_interval.unwrap_or(0);
+        if !publish || delay == 0 || self.lifetime.expiry.is_zero() {
+            return None;
+        }
+        let will = self.will.take()?;
+        let properties = self.will_props.take().map(will_properties);
+        let mut publish = will_publish(&will);
+        publish.payload = delivery::stamp(
+            &publish.payload,
+            will.qos as u8,
+            will.retain,
+            &self.client_id,
+        );
+        Some(DelayedWill {
+            delay: Duration::from_secs(delay.into()),
+            publish,
+            properties,
+        })
+    }
+
     /// Queues the end of the session for the router: the will (when
     /// `will`) and a DISCONNECT, which frees the router's slot.
     fn queue_router_end(&mut self, will: bool) {
         if let Some(w) = will.then(|| self.will.take()).flatten() {
-            self.to_router.push(Packet::Publish(will_publish(&w), None));
+            let props = self.will_props.take().map(will_properties);
+            let mut publish = will_publish(&w);
+            publish.payload =
+                delivery::stamp(&publish.payload, w.qos as u8, w.retain, &self.client_id);
+            self.to_router.push(Packet::Publish(publish, props));
         }
         self.to_router.push(Packet::Disconnect(
             Disconnect {
@@ -399,8 +451,9 @@ impl Session {
             // `E0 00` (normal disconnection) for any reason code.
             self.conn.wbuf.extend_from_slice(&[0xE0, 0x02, code, 0x00]);
         }
+        let delayed = self.delayed_will(end.will && !end.router_gone);
         if !end.router_gone {
-            self.queue_router_end(end.will);
+            self.queue_router_end(end.will && delayed.is_none());
             let _ = self.send_to_router().await;
         }
         self.router_released = true;
@@ -412,7 +465,12 @@ impl Session {
             });
         }
         self.conn.close().await;
-        shared.book.session_end(&self.client_id, self.clean);
+        shared
+            .book
+            .session_end(&self.client_id, self.lifetime.expiry.is_zero());
+        shared
+            .afterlife
+            .ended(&shared, &self.client_id, self.lifetime, delayed);
         shared
             .presence
             .on_disconnect(&self.presence(Some(end.reason)));
@@ -461,6 +519,20 @@ fn control_end(c: Option<Control>) -> Option<End> {
 
 /// The will as a PUBLISH (rumqttd keeps QoS fields crate-private, so it is
 /// built from rumqttd's own serialised form).
+/// The will's properties as the PUBLISH's (all but the Will Delay
+/// Interval, which is the broker's to apply).
+fn will_properties(p: LastWillProperties) -> PublishProperties {
+    PublishProperties {
+        payload_format_indicator: p.payload_format_indicator,
+        message_expiry_interval: p.message_expiry_interval,
+        content_type: p.content_type,
+        response_topic: p.response_topic,
+        correlation_data: p.correlation_data,
+        user_properties: p.user_properties,
+        ..Default::default()
+    }
+}
+
 /// A QoS 2 will goes to the router as QoS 1, as the session's own QoS 2
 /// PUBLISHes do (the router would otherwise hold it for a PUBREL).
 fn will_publish(will: &LastWill) -> Publish {

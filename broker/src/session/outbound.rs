@@ -8,14 +8,14 @@
 //! order. A QoS 2 delivery that never reaches the client (receive ACL,
 //! too large) is completed towards the router by the session itself.
 
-use bytes::BytesMut;
 use gatehouse_acl::{Action, Subject};
 use rumqttd::Notification;
 use rumqttd::protocol::{
     Packet, PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, Publish,
-    SubscribeReasonCode,
+    PublishProperties, SubscribeReasonCode,
 };
 
+use super::delivery::{self, Verdict};
 use super::{End, Session, reason_byte};
 use crate::presence::DisconnectReason;
 use crate::telemetry::{Release, withheld_reason};
@@ -26,8 +26,11 @@ use crate::wire;
 pub(crate) struct InFlight {
     /// The router's packet id (the client sees the same).
     pub(crate) pkid: u16,
-    /// 1: PUBACK expected; 2: PUBREC expected.
-    pub(crate) qos: u8,
+    /// QoS the router sent it at: 1 is acked with PUBACK, 2 with PUBREC.
+    pub(crate) router_qos: u8,
+    /// QoS the client got it at (lower when the message was published at a
+    /// lower QoS; 0 when it never reached the client).
+    pub(crate) client_qos: u8,
     /// The client acknowledged (or the message never went out).
     pub(crate) done: bool,
 }
@@ -95,28 +98,33 @@ impl Session {
     pub(super) fn release_acks(&mut self) {
         while let Some(&InFlight {
             pkid,
-            qos,
+            router_qos,
+            client_qos,
             done: true,
         }) = self.outgoing_acks.front()
         {
             self.outgoing_acks.pop_front();
-            self.to_router.push(if qos == 2 {
-                Packet::PubRec(
+            if router_qos == 2 {
+                if client_qos != 2 {
+                    // The client has no QoS 2 exchange to release.
+                    self.release_locally.insert(pkid);
+                }
+                self.to_router.push(Packet::PubRec(
                     PubRec {
                         pkid,
                         reason: PubRecReason::Success,
                     },
                     None,
-                )
+                ));
             } else {
-                Packet::PubAck(
+                self.to_router.push(Packet::PubAck(
                     PubAck {
                         pkid,
                         reason: PubAckReason::Success,
                     },
                     None,
-                )
-            });
+                ));
+            }
         }
         while let Some(&(pkid, true)) = self.outgoing_comps.front() {
             self.outgoing_comps.pop_front();
@@ -130,28 +138,25 @@ impl Session {
         }
     }
 
-    /// A delivery that will not reach the client (or whose exchange the
-    /// client ended): acked towards the router in its turn, and for QoS 2
-    /// the router's PUBREL is answered here.
-    fn complete_locally(&mut self, pkid: u16, qos: u8) {
+    /// A delivery that did not reach the client, acked towards the router
+    /// in its turn (for QoS 2 the router's PUBREL is answered here).
+    fn complete_locally(&mut self, pkid: u16, router_qos: u8) {
         self.outgoing_acks.push_back(InFlight {
             pkid,
-            qos,
+            router_qos,
+            client_qos: 0,
             done: true,
         });
-        if qos == 2 {
-            self.release_locally.insert(pkid);
-        }
     }
 
-    /// The client acknowledged a delivery (`qos` 1: PUBACK, 2: PUBREC);
-    /// `ended` for a PUBREC with an error code, after which no PUBREL goes
-    /// out.
-    pub(super) fn delivery_acked(&mut self, pkid: u16, qos: u8, ended: bool) {
+    /// The client acknowledged a delivery (`client_qos` 1: PUBACK, 2:
+    /// PUBREC); `ended` for a PUBREC with an error code, after which no
+    /// PUBREL goes out.
+    pub(super) fn delivery_acked(&mut self, pkid: u16, client_qos: u8, ended: bool) {
         let found = self
             .outgoing_acks
             .iter_mut()
-            .find(|a| a.pkid == pkid && a.qos == qos && !a.done);
+            .find(|a| a.pkid == pkid && a.client_qos == client_qos && !a.done);
         match found {
             Some(entry) => {
                 entry.done = true;
@@ -160,7 +165,7 @@ impl Session {
                 }
             }
             None => {
-                tracing::debug!(client_id = ?self.client_id, pkid, qos, "acknowledgement for no message in flight; ignored");
+                tracing::debug!(client_id = ?self.client_id, pkid, client_qos, "acknowledgement for no message in flight; ignored");
             }
         }
         self.release_acks();
@@ -249,8 +254,10 @@ impl Session {
         Ok(())
     }
 
-    /// A message the router routes to this client: receive rule, then out.
-    fn deliver(&mut self, publish: Publish, props: Option<rumqttd::protocol::PublishProperties>) {
+    /// A message the router routes to this client: receive rule, the
+    /// subscription's options and the message's own QoS and RETAIN
+    /// (`delivery`), the client's Maximum Packet Size, then out.
+    fn deliver(&mut self, mut publish: Publish, props: Option<PublishProperties>) {
         let shared = self.conn.shared.clone();
         let subject = Subject::new(self.identity.kind, &self.identity.cn, &self.client_id);
         let decision = shared.policy.load().decide(
@@ -260,45 +267,58 @@ impl Session {
             Action::Receive,
             &publish.topic,
         );
+        let origin = delivery::unstamp(&mut publish.payload);
+        let topic = publish.topic.clone();
+        let replay = publish.retain;
         let start = self.conn.wbuf.len();
-        if decision.is_allowed() {
-            self.write(Packet::Publish(publish, props));
-            let frame = &self.conn.wbuf[start..];
-            let too_big = self.client_max_packet.is_some_and(|max| frame.len() > max);
-            if let Some((qos, pkid)) = wire::publish_qos_pkid(frame) {
-                if too_big {
-                    self.conn.wbuf.truncate(start);
-                }
-                if qos > 0 && too_big {
-                    self.complete_locally(pkid, qos);
-                } else if qos > 0 {
-                    self.outgoing_acks.push_back(InFlight {
-                        pkid,
-                        qos,
-                        done: false,
-                    });
-                }
-                if !too_big {
-                    shared.metrics.messages_out.inc();
-                }
+        self.write(Packet::Publish(publish, props));
+        let Some((router_qos, pkid)) = wire::publish_qos_pkid(&self.conn.wbuf[start..]) else {
+            return;
+        };
+        let verdict = if decision.is_allowed() {
+            delivery::decide(
+                &topic,
+                router_qos,
+                replay,
+                origin.as_ref(),
+                &self.client_id,
+                &self.subscriptions,
+            )
+        } else {
+            self.deny_receive.inc();
+            let topic = String::from_utf8_lossy(&topic);
+            let subject = Subject::new(self.identity.kind, &self.identity.cn, &self.client_id);
+            tracing::warn!(client_id = ?self.client_id, "{}", shared.policy.load().acl.explain_decision(&subject, Action::Receive, &topic, decision));
+            Verdict::Drop
+        };
+        let Verdict::Deliver { qos, retain } = verdict else {
+            self.conn.wbuf.truncate(start);
+            if router_qos > 0 {
+                self.complete_locally(pkid, router_qos);
             }
             self.release_acks();
             return;
+        };
+        if (qos, retain) != (router_qos, replay) {
+            wire::rewrite_publish(&mut self.conn.wbuf, start, qos, retain);
         }
-        self.deny_receive.inc();
-        let topic = String::from_utf8_lossy(&publish.topic).into_owned();
-        tracing::warn!(client_id = ?self.client_id, "{}", shared.policy.load().acl.explain_decision(&subject, Action::Receive, &topic, decision));
-        let mut scratch = BytesMut::new();
-        if self
-            .codec
-            .write(Packet::Publish(publish, None), &mut scratch)
-            .is_ok()
-        {
-            if let Some((qos, pkid)) = wire::publish_qos_pkid(&scratch) {
-                if qos > 0 {
-                    self.complete_locally(pkid, qos);
-                }
-            }
+        let too_big = self
+            .client_max_packet
+            .is_some_and(|max| self.conn.wbuf.len() - start > max);
+        if too_big {
+            self.conn.wbuf.truncate(start);
+        } else {
+            shared.metrics.messages_out.inc();
+        }
+        if router_qos > 0 && (too_big || qos == 0) {
+            self.complete_locally(pkid, router_qos);
+        } else if router_qos > 0 {
+            self.outgoing_acks.push_back(InFlight {
+                pkid,
+                router_qos,
+                client_qos: qos,
+                done: false,
+            });
         }
         self.release_acks();
     }
