@@ -158,6 +158,8 @@ pub struct Acl {
     limits: Limits,
     /// Index: `kind_index * 3 + action_index`.
     sets: Vec<RuleSet>,
+    /// Shared subscriptions allowed, by `kind_index`.
+    shared: [bool; 2],
 }
 
 fn kind_index(kind: Kind) -> usize {
@@ -195,7 +197,20 @@ impl Acl {
                 )?);
             }
         }
-        Ok(Acl { limits, sets })
+        Ok(Acl {
+            limits,
+            sets,
+            shared: [
+                settings.operational.shared_subscriptions,
+                settings.bootstrap.shared_subscriptions,
+            ],
+        })
+    }
+
+    /// Whether clients of `kind` may use shared subscriptions (the
+    /// subscribe rules then apply to the filter inside `$share/{group}/`).
+    pub fn shared_subscriptions(&self, kind: Kind) -> bool {
+        self.shared[kind_index(kind)]
     }
 
     /// The topic limits every request is validated against.

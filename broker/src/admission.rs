@@ -428,7 +428,9 @@ impl Conn {
             retain_available: Some(1),
             max_packet_size: Some(shared.config.mqtt.max_packet_size as u32),
             wildcard_subscription_available: Some(1),
-            shared_subscription_available: Some(0),
+            shared_subscription_available: Some(u8::from(
+                shared.policy.load().acl.shared_subscriptions(identity.kind),
+            )),
             subscription_identifiers_available: Some(1),
             server_keep_alive: (connect.keep_alive != asked).then_some(connect.keep_alive),
             // Capped by mqtt.max_session_expiry: the client is told.

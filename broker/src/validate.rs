@@ -127,6 +127,8 @@ const FILTER_WILDCARD: Violation = Violation::new("filter_wildcard", TOPIC_FILTE
 const FILTER_INVALID: Violation = Violation::new("filter_invalid", TOPIC_FILTER_INVALID);
 const SHARED_SUBSCRIPTION: Violation =
     Violation::new("shared_subscription", SHARED_SUBSCRIPTIONS_NOT_SUPPORTED);
+const SHARE_NAME: Violation = Violation::new("share_name", TOPIC_FILTER_INVALID);
+const SHARED_NO_LOCAL: Violation = Violation::new("shared_no_local", PROTOCOL_ERROR);
 // Packet ids, SUBSCRIBE / UNSUBSCRIBE, reason codes.
 const PACKET_ID_ZERO: Violation = Violation::new("packet_id_zero", PROTOCOL_ERROR);
 const NO_FILTERS_V4: Violation = Violation::new("no_filters", MALFORMED);
@@ -180,6 +182,8 @@ pub const LABELS: &[&str] = &[
     FILTER_WILDCARD.label,
     FILTER_INVALID.label,
     SHARED_SUBSCRIPTION.label,
+    SHARE_NAME.label,
+    SHARED_NO_LOCAL.label,
     PACKET_ID_ZERO.label,
     NO_FILTERS_V5.label,
     SUBSCRIPTION_OPTIONS.label,
@@ -864,10 +868,27 @@ fn subscribe(version: Version, mut r: Reader<'_>) -> Result<(), Violation> {
         let filter = r.binary()?;
         let options = r.u8()?;
         topic_filter(filter)?;
-        // 4.8.2: shared subscriptions ("$share/{ShareName}/{filter}") are not supported yet
-        // (3.1.1 has none, but rumqttd would treat the filter as one).
-        if filter.starts_with(b"$share/") {
-            return Err(SHARED_SUBSCRIPTION);
+        // 4.8.2: shared subscriptions ("$share/{ShareName}/{filter}") are
+        // MQTT 5's (3.1.1 has none, but rumqttd would treat the filter as one).
+        if let Some(shared) = filter.strip_prefix(b"$share/") {
+            if version == Version::V4 {
+                return Err(SHARED_SUBSCRIPTION);
+            }
+            // MQTT-4.8.2-1: a ShareName of at least one character, then "/"
+            // and a filter; MQTT-4.8.2-2: no "/", "+" or "#" in it.
+            let name_end = shared.iter().position(|&b| b == b'/');
+            match name_end {
+                Some(n) if n > 0 && n + 1 < shared.len() => {
+                    if shared[..n].iter().any(|&b| b == b'+' || b == b'#') {
+                        return Err(SHARE_NAME);
+                    }
+                }
+                _ => return Err(SHARE_NAME),
+            }
+            // MQTT-3.8.3-4: No Local on a shared subscription is a protocol error.
+            if options & 0b100 != 0 {
+                return Err(SHARED_NO_LOCAL);
+            }
         }
         match version {
             Version::V4 => {
@@ -2194,17 +2215,53 @@ mod tests {
     }
 
     #[test]
-    fn shared_subscriptions_are_not_supported() {
+    fn shared_subscriptions_are_mqtt5s() {
+        let f = subscribe(L4, 1, &[], &[(b"$share/group/a/#", 0)]);
+        reject(
+            L4,
+            &f,
+            "shared_subscription",
+            SHARED_SUBSCRIPTIONS_NOT_SUPPORTED,
+        );
+        accept(L5, &subscribe(L5, 1, &[], &[(b"$share/group/a/#", 1)]));
         for v in BOTH {
-            let f = subscribe(v, 1, &[], &[(b"$share/group/a/#", 0)]);
-            reject(
-                v,
-                &f,
-                "shared_subscription",
-                SHARED_SUBSCRIPTIONS_NOT_SUPPORTED,
-            );
             accept(v, &subscribe(v, 1, &[], &[(b"$shared", 0)]));
         }
+    }
+
+    #[test]
+    fn mqtt_4_8_2_1_share_names() {
+        for bad in [&b"$share//a"[..], b"$share/g", b"$share/g/"] {
+            reject(
+                L5,
+                &subscribe(L5, 1, &[], &[(bad, 0)]),
+                "share_name",
+                TOPIC_FILTER_INVALID,
+            );
+        }
+    }
+
+    #[test]
+    fn mqtt_4_8_2_2_wildcards_in_a_share_name() {
+        // Refused as any misplaced wildcard is (same reason code).
+        for bad in [&b"$share/g+/a"[..], b"$share/#/a"] {
+            reject(
+                L5,
+                &subscribe(L5, 1, &[], &[(bad, 0)]),
+                "filter_wildcard",
+                TOPIC_FILTER_INVALID,
+            );
+        }
+    }
+
+    #[test]
+    fn mqtt_3_8_3_4_no_local_on_a_shared_subscription() {
+        reject(
+            L5,
+            &subscribe(L5, 1, &[], &[(b"$share/g/a", 0x04)]),
+            "shared_no_local",
+            PROTOCOL_ERROR,
+        );
     }
 
     #[test]

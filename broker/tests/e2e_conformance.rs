@@ -1123,3 +1123,143 @@ async fn mqtt_3_1_3_9_a_delayed_will_waits_and_a_reconnect_cancels_it() {
         .await;
     assert_eq!(got.publish(true), Some((topic.clone(), b"gone".to_vec())));
 }
+
+/// Shared subscriptions are off by default for both kinds: the CONNACK
+/// says Shared Subscription Available 0 and a `$share/` filter gets SUBACK
+/// 0x9E while the session goes on; 3.1.1 has no shared subscriptions (a
+/// `$share/` filter is refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_subscriptions_are_off_by_default() {
+    let pki = Pki::generate();
+    let b = BrokerProcess::start(exe(), &pki, ANY_CLIENT_ID);
+    let mut c = Raw::open(b.mqtt, &pki, &pki.operational, 5).await;
+    c.send(&raw::connect(&ConnectOpts::new(5, GATEWAY_CODE)))
+        .await;
+    let ack = c.expect(kind::CONNACK, LONG).await;
+    let props = raw::connack_properties(&ack.body).expect("properties");
+    assert!(props.contains(&(0x2A, vec![0])), "{props:?}");
+    let shared = format!("$share/g/telemetry/{GATEWAY_CODE}/data");
+    let own = format!("telemetry/{GATEWAY_CODE}/data");
+    c.send(&raw::subscribe(
+        5,
+        1,
+        &[(shared.as_str(), 0), (own.as_str(), 0)],
+    ))
+    .await;
+    let ack = c.expect(kind::SUBACK, LONG).await;
+    assert_eq!(ack.body, [0, 1, 0, 0x9E, 0x00], "{ack:?}");
+}
+
+/// [MQTT-4.8.2-*] with `[acl.operational] shared_subscriptions = true`:
+/// the ACL applies to the filter inside `$share/{group}/` (a gateway shares
+/// only what it could subscribe to), messages go round robin within a
+/// group and each message to one member, two groups on different filters
+/// do not mix, and no retained message is sent to a shared subscription.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_4_8_2_shared_subscriptions_round_robin_within_the_acl() {
+    let pki = Pki::generate();
+    let b = BrokerProcess::start(
+        exe(),
+        &pki,
+        &format!("{ANY_CLIENT_ID}[acl.operational]\nshared_subscriptions = true\n"),
+    );
+    let data = format!("telemetry/{GATEWAY_CODE}/data");
+    let other = format!("telemetry/{GATEWAY_CODE}/other");
+    let mut publisher = operational(&b, &pki, 5, GATEWAY_CODE).await;
+    publisher
+        .send(&raw::publish(5, data.as_bytes(), 0, true, 0, b"retained"))
+        .await;
+    tokio::time::sleep(SHORT).await;
+    let group = format!("$share/workers/{data}");
+    let mut members = Vec::new();
+    for id in ["GW0001-EEFF-w1", "GW0001-EEFF-w2"] {
+        let mut c = Raw::open(b.mqtt, &pki, &pki.operational, 5).await;
+        c.send(&raw::connect(&ConnectOpts::new(5, id))).await;
+        let ack = c.expect(kind::CONNACK, LONG).await;
+        let props = raw::connack_properties(&ack.body).expect("properties");
+        assert!(props.contains(&(0x2A, vec![1])), "{props:?}");
+        c.send(&raw::subscribe(
+            5,
+            1,
+            &[
+                (group.as_str(), 0),
+                // Another gateway's topics, and every gateway's: denied.
+                ("$share/workers/telemetry/GW0002-AB12/#", 0),
+                ("$share/workers/telemetry/+/data", 0),
+            ],
+        ))
+        .await;
+        let ack = c.expect(kind::SUBACK, LONG).await;
+        assert_eq!(ack.body, [0, 1, 0, 0x00, 0x87, 0x87], "{ack:?}");
+        members.push(c);
+    }
+    // Same group name, other filter: a group of its own.
+    let mut lone = operational(&b, &pki, 5, "GW0001-EEFF-w3").await;
+    let lone_group = format!("$share/workers/{other}");
+    lone.send(&raw::subscribe(5, 1, &[(lone_group.as_str(), 0)]))
+        .await;
+    lone.expect(kind::SUBACK, LONG).await;
+    for m in &mut members {
+        assert_eq!(
+            m.next(SHORT).await,
+            None,
+            "no retained message for a shared subscription"
+        );
+    }
+    for n in 0..10u8 {
+        publisher
+            .send(&raw::publish(5, data.as_bytes(), 0, false, 0, &[n]))
+            .await;
+        publisher
+            .send(&raw::publish(5, other.as_bytes(), 0, false, 0, &[n]))
+            .await;
+    }
+    let mut got = Vec::new();
+    for (i, m) in members.iter_mut().enumerate() {
+        let mut mine = Vec::new();
+        while let Some(f) = m.next(SHORT).await {
+            let (topic, payload) = f.publish(true).expect("a PUBLISH");
+            assert_eq!(topic, data);
+            mine.push(payload[0]);
+        }
+        assert!(
+            (3..=7).contains(&mine.len()),
+            "member {i} got its share: {mine:?}"
+        );
+        got.extend(mine);
+    }
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        (0..10).collect::<Vec<u8>>(),
+        "each message to one member, none lost"
+    );
+    let mut lone_got = Vec::new();
+    while let Some(f) = lone.next(SHORT).await {
+        assert_eq!(f.publish(true).map(|(t, _)| t), Some(other.clone()));
+        lone_got.push(f);
+    }
+    assert_eq!(
+        lone_got.len(),
+        10,
+        "the other filter's group gets all of its own"
+    );
+    // Unsubscribing the shared filter works as for any filter.
+    members[0].send(&raw::unsubscribe(5, 2, &[&group])).await;
+    let ack = members[0].expect(kind::UNSUBACK, LONG).await;
+    assert_eq!(ack.body, [0, 2, 0, 0x00], "{ack:?}");
+    for n in 0..4u8 {
+        publisher
+            .send(&raw::publish(5, data.as_bytes(), 0, false, 0, &[n]))
+            .await;
+    }
+    let mut rest = 0;
+    while members[1].next(SHORT).await.is_some() {
+        rest += 1;
+    }
+    assert_eq!(rest, 4, "the remaining member gets everything");
+    assert_eq!(members[0].next(SHORT).await, None);
+    publisher
+        .send(&raw::publish(5, data.as_bytes(), 0, true, 0, b""))
+        .await;
+}

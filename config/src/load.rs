@@ -500,6 +500,7 @@ impl Validator<'_> {
             publish: list("publish", raw.publish)?,
             subscribe: list("subscribe", raw.subscribe)?,
             receive: list("receive", raw.receive)?,
+            shared_subscriptions: raw.shared_subscriptions.unwrap_or(false),
         })
     }
 }

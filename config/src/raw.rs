@@ -74,6 +74,7 @@ pub(crate) struct RawKindRules {
     pub publish: Option<Vec<String>>,
     pub subscribe: Option<Vec<String>>,
     pub receive: Option<Vec<String>>,
+    pub shared_subscriptions: Option<bool>,
 }
 
 /// `identity.classify` as written; the keys that go with it make it a

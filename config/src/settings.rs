@@ -130,6 +130,10 @@ pub struct KindRules {
     pub publish: Vec<String>,
     pub subscribe: Vec<String>,
     pub receive: Vec<String>,
+    /// Embedded broker: whether clients of this kind may use MQTT 5 shared
+    /// subscriptions (`$share/{group}/{filter}`; the ACL checks the inner
+    /// filter). Off by default.
+    pub shared_subscriptions: bool,
 }
 
 impl AclSettings {

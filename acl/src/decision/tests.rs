@@ -24,6 +24,7 @@ fn operational(list: &[&str]) -> Acl {
         publish: rules(list),
         subscribe: rules(list),
         receive: rules(list),
+        shared_subscriptions: false,
     };
     Acl::new(&settings).unwrap()
 }
@@ -574,6 +575,7 @@ fn empty_rule_lists_deny_everything() {
         publish: vec![],
         subscribe: vec![],
         receive: vec![],
+        shared_subscriptions: false,
     };
     let acl = Acl::new(&settings).unwrap();
     for action in ALL {
@@ -914,6 +916,7 @@ fn compare_with_reference(rules: Vec<String>, seed: u64, cases: usize) -> [usize
         publish: rules.clone(),
         subscribe: rules.clone(),
         receive: rules.clone(),
+        shared_subscriptions: false,
     };
     let acl = Acl::new(&settings).unwrap();
     let limits = *acl.limits();

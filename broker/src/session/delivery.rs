@@ -15,6 +15,9 @@
 //!   book too, so a persistent session keeps them), and [`decide`] applies
 //!   them to each delivery.
 
+use std::borrow::Cow;
+use std::hash::{DefaultHasher, Hash, Hasher};
+
 use bytes::{BufMut, Bytes, BytesMut};
 use gatehouse_acl::topic_matches_filter;
 
@@ -62,6 +65,31 @@ pub(crate) fn unstamp(payload: &mut Bytes) -> Option<Origin> {
     };
     *payload = payload.slice(end..);
     Some(origin)
+}
+
+/// The filter inside a shared subscription (`$share/{group}/{filter}`).
+pub(crate) fn shared_inner(filter: &str) -> Option<&str> {
+    filter
+        .strip_prefix("$share/")?
+        .split_once('/')
+        .map(|(_, f)| f)
+}
+
+/// The filter as handed to the router. rumqttd keys a shared group by its
+/// name alone, so `$share/g/a` and `$share/g/b` (or two clients' groups of
+/// the same name on different filters) would share one cursor and one
+/// rotation: the group name it gets also carries a hash of the filter,
+/// after a NUL no client can send.
+pub(crate) fn router_filter(filter: &str) -> Cow<'_, str> {
+    let Some((group, inner)) = filter
+        .strip_prefix("$share/")
+        .and_then(|s| s.split_once('/'))
+    else {
+        return Cow::Borrowed(filter);
+    };
+    let mut h = DefaultHasher::new();
+    inner.hash(&mut h);
+    Cow::Owned(format!("$share/{group}\0{:016x}/{inner}", h.finish()))
 }
 
 /// One subscription's options, as the client asked for them.
@@ -130,7 +158,9 @@ pub(crate) fn decide(
         let topic = std::str::from_utf8(topic).unwrap_or_default();
         let mut matching = subscriptions
             .iter()
-            .filter(|(filter, _)| topic_matches_filter(topic, filter))
+            .filter(|(filter, _)| {
+                topic_matches_filter(topic, shared_inner(filter).unwrap_or(filter))
+            })
             .map(|(_, o)| *o);
         let first = matching.clone().next();
         matching
@@ -226,6 +256,28 @@ mod tests {
                 qos: 1,
                 retain: false
             }
+        );
+    }
+
+    #[test]
+    fn shared_subscriptions_match_by_their_inner_filter_and_route_per_filter() {
+        assert_eq!(shared_inner("$share/g/t/#"), Some("t/#"));
+        assert_eq!(shared_inner("t/#"), None);
+        assert_eq!(router_filter("t/#"), "t/#");
+        let a = router_filter("$share/g/t/a");
+        let b = router_filter("$share/g/t/b");
+        assert!(a.starts_with("$share/g\0") && a.ends_with("/t/a"), "{a}");
+        assert_ne!(a, b, "one rumqttd group per filter");
+        assert_eq!(a, router_filter("$share/g/t/a"), "stable");
+        let mut subs = vec![sub("$share/g/t/#", 1)];
+        subs[0].1.retain_as_published = true;
+        assert_eq!(
+            decide(b"t/x", 1, false, Some(&origin(1, true, "p")), "c", &subs),
+            Verdict::Deliver {
+                qos: 1,
+                retain: true
+            },
+            "the options of the shared subscription apply"
         );
     }
 

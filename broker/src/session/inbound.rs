@@ -7,6 +7,7 @@ use rumqttd::protocol::{
     DisconnectReasonCode, Packet, PingResp, PubAckReason, PubComp, PubCompReason, PubRecReason,
     Publish, RetainForwardRule, SubAck, SubscribeReasonCode, UnsubAck, UnsubAckReason, Unsubscribe,
 };
+use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use tokio::time::Instant;
 
@@ -178,13 +179,27 @@ impl Session {
                 let mut codes = Vec::with_capacity(subscribe.filters.len());
                 let mut allowed = Vec::with_capacity(subscribe.filters.len());
                 let mut replaced = Vec::new();
-                for f in subscribe.filters.drain(..) {
+                for mut f in subscribe.filters.drain(..) {
+                    // A shared subscription is checked on its inner filter
+                    // (the validator made sure it has one), if this kind may
+                    // share at all.
+                    let inner = delivery::shared_inner(&f.path);
+                    if inner.is_some()
+                        && !shared
+                            .policy
+                            .load()
+                            .acl
+                            .shared_subscriptions(self.identity.kind)
+                    {
+                        codes.push(Some(SubscribeReasonCode::SharedSubscriptionsNotSupported));
+                        continue;
+                    }
                     let decision = shared.policy.load().decide(
                         &shared.revocation,
                         &subject,
                         &self.identity.serial,
                         Action::Subscribe,
-                        f.path.as_bytes(),
+                        inner.unwrap_or(&f.path).as_bytes(),
                     );
                     let existing = self.subscriptions.iter().position(|(p, _)| *p == f.path);
                     let options = SubOptions {
@@ -219,16 +234,17 @@ impl Session {
                                 if before.qos != options.qos
                                     || f.retain_forward_rule == RetainForwardRule::OnEverySubscribe
                                 {
-                                    replaced.push(f.path.clone());
+                                    replaced.push(delivery::router_filter(&f.path).into_owned());
                                 }
                             }
                             None => self.subscriptions.push((f.path.clone(), options)),
                         }
                         codes.push(None);
+                        f.path = delivery::router_filter(&f.path).into_owned();
                         allowed.push(f);
                     } else {
                         self.deny_subscribe.inc();
-                        tracing::warn!(client_id = ?self.client_id, "{}", shared.policy.load().acl.explain_decision(&subject, Action::Subscribe, &f.path, decision));
+                        tracing::warn!(client_id = ?self.client_id, "{}", shared.policy.load().acl.explain_decision(&subject, Action::Subscribe, inner.unwrap_or(&f.path), decision));
                         codes.push(Some(if self.codec.version() == Version::V5 {
                             SubscribeReasonCode::NotAuthorized
                         } else {
@@ -264,7 +280,7 @@ impl Session {
                 }
                 Ok(())
             }
-            Packet::Unsubscribe(unsubscribe, props) => {
+            Packet::Unsubscribe(mut unsubscribe, props) => {
                 // rumqttd acks only filters that existed, one UNSUBACK each:
                 // answer here, once, and drop the router's acks. The book
                 // holds this client's subscriptions as the router does, so
@@ -291,6 +307,11 @@ impl Session {
                     },
                     None,
                 ));
+                for filter in &mut unsubscribe.filters {
+                    if let Cow::Owned(routed) = delivery::router_filter(filter) {
+                        *filter = routed;
+                    }
+                }
                 self.to_router.push(Packet::Unsubscribe(unsubscribe, props));
                 Ok(())
             }
