@@ -367,6 +367,10 @@ impl Conn {
             .await;
             return None;
         }
+        let client_receive_max = props
+            .as_ref()
+            .and_then(|p| p.receive_maximum)
+            .map_or(usize::MAX, usize::from);
         let client_max_packet = props
             .as_ref()
             .and_then(|p| p.max_packet_size)
@@ -466,6 +470,9 @@ impl Conn {
             release_locally: HashSet::new(),
             qos2_routing: HashSet::new(),
             receive_maximum: shared.config.mqtt.receive_maximum,
+            client_receive_max,
+            unacked_out: 0,
+            held_out: VecDeque::new(),
             topic_aliases: HashMap::new(),
             subscriptions: Vec::new(),
             pending_subacks: HashMap::new(),

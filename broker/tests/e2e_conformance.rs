@@ -1263,3 +1263,73 @@ async fn mqtt_4_8_2_shared_subscriptions_round_robin_within_the_acl() {
         .send(&raw::publish(5, data.as_bytes(), 0, true, 0, b""))
         .await;
 }
+
+/// [MQTT-3.3.4-9]: the broker never has more QoS 1/2 PUBLISHes
+/// unacknowledged towards a client than the Receive Maximum the client
+/// sent; the rest wait (in order) and go out as acks come back. A QoS 2
+/// one counts until its PUBCOMP. (rumqttd sent up to its own window.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_3_3_4_9_the_clients_receive_maximum_is_honoured() {
+    let pki = Pki::generate();
+    let b = BrokerProcess::start(exe(), &pki, ANY_CLIENT_ID);
+    let topic = format!("telemetry/{GATEWAY_CODE}/data");
+    let receive_max = [0x21, 0x00, 0x02];
+    let mut c = Raw::connect(
+        b.mqtt,
+        &pki,
+        &pki.operational,
+        &ConnectOpts {
+            properties: &receive_max,
+            ..ConnectOpts::new(5, MONITOR)
+        },
+    )
+    .await;
+    c.send(&raw::subscribe(5, 1, &[(topic.as_str(), 2)])).await;
+    c.expect(kind::SUBACK, LONG).await;
+    let mut publisher = operational(&b, &pki, 5, GATEWAY_CODE).await;
+    for n in 0..6u8 {
+        let qos = if n == 1 { 2 } else { 1 };
+        let pkid = u16::from(n) + 1;
+        publisher
+            .send(&raw::publish(5, topic.as_bytes(), qos, false, pkid, &[n]))
+            .await;
+        if qos == 2 {
+            publisher.expect(kind::PUBREC, LONG).await;
+            publisher.send(&raw::ack(kind::PUBREL, pkid)).await;
+            publisher.expect(kind::PUBCOMP, LONG).await;
+        } else {
+            publisher.expect(kind::PUBACK, LONG).await;
+        }
+    }
+    // Two out, then nothing until one is acknowledged.
+    let first = c.expect(kind::PUBLISH, LONG).await;
+    let second = c.expect(kind::PUBLISH, LONG).await;
+    assert_eq!(c.next(SHORT).await, None, "no third before an ack");
+    assert_eq!(first.publish(true).map(|(_, p)| p), Some(vec![0]));
+    assert_eq!(
+        (second.qos(), second.publish(true).map(|(_, p)| p)),
+        (2, Some(vec![1]))
+    );
+    c.send(&raw::ack(kind::PUBACK, first.pkid().unwrap())).await;
+    let third = c.expect(kind::PUBLISH, LONG).await;
+    assert_eq!(third.publish(true).map(|(_, p)| p), Some(vec![2]));
+    assert_eq!(
+        c.next(SHORT).await,
+        None,
+        "the QoS 2 one is still in flight"
+    );
+    // The QoS 2 one frees its slot at PUBCOMP, not at PUBREC.
+    let id = second.pkid().unwrap();
+    c.send(&raw::ack(kind::PUBREC, id)).await;
+    c.expect(kind::PUBREL, LONG).await;
+    assert_eq!(c.next(SHORT).await, None, "PUBREC alone frees nothing");
+    c.send(&raw::ack(kind::PUBCOMP, id)).await;
+    let mut rest = vec![c.expect(kind::PUBLISH, LONG).await];
+    c.send(&raw::ack(kind::PUBACK, third.pkid().unwrap())).await;
+    rest.push(c.expect(kind::PUBLISH, LONG).await);
+    c.send(&raw::ack(kind::PUBACK, rest[0].pkid().unwrap()))
+        .await;
+    rest.push(c.expect(kind::PUBLISH, LONG).await);
+    let payloads: Vec<_> = rest.iter().map(|f| f.publish(true).unwrap().1[0]).collect();
+    assert_eq!(payloads, [3, 4, 5], "in order");
+}

@@ -85,6 +85,14 @@ pub(crate) struct Session {
     pub(crate) qos2_routing: HashSet<u16>,
     /// `mqtt.receive_maximum`.
     pub(crate) receive_maximum: usize,
+    /// The client's own Receive Maximum (v5; 3.1.1 has none).
+    pub(crate) client_receive_max: usize,
+    /// QoS 1/2 PUBLISHes written to the client and not yet acknowledged
+    /// (PUBACK / PUBCOMP).
+    pub(crate) unacked_out: usize,
+    /// Encoded QoS 1/2 PUBLISHes held back by the client's Receive Maximum,
+    /// in delivery order.
+    pub(crate) held_out: VecDeque<Bytes>,
     /// Topic aliases this connection's client set (MQTT 5, at most
     /// `mqtt.topic_alias_maximum`; they end with the connection).
     pub(crate) topic_aliases: HashMap<u16, Bytes>,

@@ -33,6 +33,8 @@ pub(crate) struct InFlight {
     pub(crate) client_qos: u8,
     /// The client acknowledged (or the message never went out).
     pub(crate) done: bool,
+    /// Written to the client (not held back by its Receive Maximum).
+    pub(crate) sent: bool,
 }
 
 /// The MQTT 5 PUBREC reason for a PUBACK reason (the same code values).
@@ -101,6 +103,7 @@ impl Session {
             router_qos,
             client_qos,
             done: true,
+            ..
         }) = self.outgoing_acks.front()
         {
             self.outgoing_acks.pop_front();
@@ -146,7 +149,25 @@ impl Session {
             router_qos,
             client_qos: 0,
             done: true,
+            sent: false,
         });
+    }
+
+    /// A QoS 1/2 PUBLISH towards the client is no longer in flight (PUBACK,
+    /// PUBCOMP, or a PUBREC with an error code): room under the client's
+    /// Receive Maximum for the next held one [MQTT-3.3.4-9].
+    fn delivery_finished(&mut self) {
+        self.unacked_out = self.unacked_out.saturating_sub(1);
+        while self.unacked_out < self.client_receive_max {
+            let Some(frame) = self.held_out.pop_front() else {
+                break;
+            };
+            self.conn.wbuf.extend_from_slice(&frame);
+            self.unacked_out += 1;
+            if let Some(entry) = self.outgoing_acks.iter_mut().find(|a| !a.sent && !a.done) {
+                entry.sent = true;
+            }
+        }
     }
 
     /// The client acknowledged a delivery (`client_qos` 1: PUBACK, 2:
@@ -156,12 +177,16 @@ impl Session {
         let found = self
             .outgoing_acks
             .iter_mut()
-            .find(|a| a.pkid == pkid && a.client_qos == client_qos && !a.done);
+            .find(|a| a.pkid == pkid && a.client_qos == client_qos && a.sent && !a.done);
         match found {
             Some(entry) => {
                 entry.done = true;
                 if ended {
                     self.release_locally.insert(pkid);
+                }
+                // QoS 2 stays in flight until its PUBCOMP.
+                if client_qos == 1 || ended {
+                    self.delivery_finished();
                 }
             }
             None => {
@@ -178,7 +203,10 @@ impl Session {
             .iter_mut()
             .find(|(p, done)| *p == pkid && !done)
         {
-            Some(entry) => entry.1 = true,
+            Some(entry) => {
+                entry.1 = true;
+                self.delivery_finished();
+            }
             None => {
                 tracing::debug!(client_id = ?self.client_id, pkid, "PUBCOMP for no PUBREL in flight; ignored");
             }
@@ -313,11 +341,22 @@ impl Session {
         if router_qos > 0 && (too_big || qos == 0) {
             self.complete_locally(pkid, router_qos);
         } else if router_qos > 0 {
+            // The client's Receive Maximum [MQTT-3.3.4-9]: beyond it (or
+            // behind one already held) the frame waits. At most the
+            // router's in-flight window (100) is ever held.
+            let sent = self.held_out.is_empty() && self.unacked_out < self.client_receive_max;
+            if sent {
+                self.unacked_out += 1;
+            } else {
+                let frame = self.conn.wbuf.split_off(start).freeze();
+                self.held_out.push_back(frame);
+            }
             self.outgoing_acks.push_back(InFlight {
                 pkid,
                 router_qos,
                 client_qos: qos,
                 done: false,
+                sent,
             });
         }
         self.release_acks();
