@@ -122,6 +122,8 @@ struct Entry {
     timer: Option<(u64, JoinHandle<()>)>,
     /// A will waiting for its delay.
     will: Option<(Publish, Option<PublishProperties>)>,
+    /// Clean Start of the last connection admitted.
+    clean_start: bool,
 }
 
 /// Timers per client id.
@@ -186,6 +188,7 @@ impl Afterlife {
         let mut entries = self.lock();
         let entry = entries.entry(client_id.to_owned()).or_default();
         entry.live += 1;
+        entry.clean_start = clean_start;
         if let Some((_, timer)) = entry.timer.take() {
             timer.abort();
         }
@@ -233,7 +236,16 @@ impl Afterlife {
         let mut entries = self.lock();
         let entry = entries.entry(client_id.to_owned()).or_default();
         entry.live = entry.live.saturating_sub(1);
-        if entry.live > 0 || (will.is_none() && !lifetime.router_keeps()) {
+        if entry.live > 0 {
+            // Taken over [MQTT-3.1.4-3]: the will goes now unless it has a
+            // delay and the new connection resumes the session
+            // [MQTT-3.1.3-9] (a Clean Start ends it).
+            if let Some(w) = will.filter(|w| w.delay.is_zero() || entry.clean_start) {
+                let _ = self.wills.send((w.publish, w.properties));
+            }
+            return;
+        }
+        if will.is_none() && !lifetime.router_keeps() {
             if entry.live == 0 && entry.timer.is_none() {
                 entries.remove(client_id);
             }

@@ -1333,3 +1333,66 @@ async fn mqtt_3_3_4_9_the_clients_receive_maximum_is_honoured() {
     let payloads: Vec<_> = rest.iter().map(|f| f.publish(true).unwrap().1[0]).collect();
     assert_eq!(payloads, [3, 4, 5], "in order");
 }
+
+/// [MQTT-3.1.4-3] with §3.1.2.5: the connection a takeover closes publishes
+/// its will (no DISCONNECT came from it) — at once without a Will Delay
+/// Interval; with one, only if the new connection's Clean Start ends the
+/// session, not when it resumes it [MQTT-3.1.3-9]. (Wills were not
+/// published on takeover.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_3_1_4_3_a_taken_over_connection_publishes_its_will() {
+    let pki = Pki::generate();
+    let b = BrokerProcess::start(exe(), &pki, ANY_CLIENT_ID);
+    let topic = format!("telemetry/{GATEWAY_CODE}/will");
+    let mut sub = subscriber(&b, &pki, 5, &topic, 0).await;
+    let expiry = u32_property(0x11, 60);
+    let delay = u32_property(0x18, 30);
+    // (level, will delay, new connection's Clean Start, will expected)
+    let cases: [(u8, &[u8], bool, bool); 4] = [
+        (4, &[], true, true),
+        (5, &[], false, true),
+        (5, &delay, false, false),
+        (5, &delay, true, true),
+    ];
+    for (level, will_delay, clean, expected) in cases {
+        let old = Raw::connect(
+            b.mqtt,
+            &pki,
+            &pki.operational,
+            &ConnectOpts {
+                will: Some((topic.as_str(), b"gone", 0)),
+                will_properties: will_delay,
+                properties: if level == 5 { &expiry } else { &[] },
+                clean: false,
+                ..ConnectOpts::new(level, GATEWAY_CODE)
+            },
+        )
+        .await;
+        let new = Raw::connect(
+            b.mqtt,
+            &pki,
+            &pki.operational,
+            &ConnectOpts {
+                clean,
+                ..ConnectOpts::new(level, GATEWAY_CODE)
+            },
+        )
+        .await;
+        let got = sub.next(std::time::Duration::from_millis(1500)).await;
+        let what = format!("v{level}, will delay {will_delay:?}, new Clean Start {clean}");
+        if expected {
+            let got = got.unwrap_or_else(|| panic!("{what}: will published"));
+            assert_eq!(
+                got.publish(true),
+                Some((topic.clone(), b"gone".to_vec())),
+                "{what}"
+            );
+        } else {
+            assert_eq!(got, None, "{what}: no will");
+        }
+        drop(old);
+        drop(new);
+        tokio::time::sleep(SHORT).await;
+        assert_eq!(sub.next(SHORT).await, None, "{what}: nothing more");
+    }
+}

@@ -146,7 +146,8 @@ impl Drop for Session {
         if !self.router_released {
             self.router_released = true;
             self.to_router.clear();
-            self.queue_router_end(true);
+            let will = self.take_will();
+            self.queue_router_end(will);
             // LinkTx::send does not wait: one poll completes it.
             let _ = now_or_never(self.send_to_router());
         }
@@ -334,7 +335,7 @@ impl Session {
                             }
                             Ok(None) => {}
                             Err(_) => {
-                                return End { router_gone: true, ..End::new(DisconnectReason::TakenOver, Some(0x8E), false) };
+                                return End { router_gone: true, ..End::new(DisconnectReason::TakenOver, Some(0x8E), true) };
                             }
                         }
                         handled += 1;
@@ -396,7 +397,7 @@ impl Session {
         }
         self.link_tx.send(last).await.map(|_| ()).map_err(|_| End {
             router_gone: true,
-            ..End::new(DisconnectReason::TakenOver, Some(0x8E), false)
+            ..End::new(DisconnectReason::TakenOver, Some(0x8E), true)
         })
     }
 
@@ -410,16 +411,16 @@ impl Session {
         self.codec.version() == Version::V5
     }
 
-    /// The will, when it is to be published and has a Will Delay Interval
-    /// within a session that outlives the connection: it then waits in
-    /// [`crate::afterlife`] for the delay or the end of the session.
-    fn delayed_will(&mut self, publish: bool) -> Option<DelayedWill> {
-        let delay = self.will_props.as_ref()?.delay_interval.unwrap_or(0);
-        if !publish || delay == 0 || self.lifetime.expiry.is_zero() {
-            return None;
-        }
+    /// The will, stamped for the router, with the time it waits: its Will
+    /// Delay Interval, but never longer than the session lives.
+    fn take_will(&mut self) -> Option<DelayedWill> {
         let will = self.will.take()?;
-        let properties = self.will_props.take().map(will_properties);
+        let props = self.will_props.take();
+        let delay = props
+            .as_ref()
+            .and_then(|p| p.delay_interval)
+            .map_or(Duration::ZERO, |d| Duration::from_secs(d.into()))
+            .min(self.lifetime.expiry);
         let mut publish = will_publish(&will);
         publish.payload = delivery::stamp(
             &publish.payload,
@@ -428,21 +429,18 @@ impl Session {
             &self.client_id,
         );
         Some(DelayedWill {
-            delay: Duration::from_secs(delay.into()),
+            delay,
             publish,
-            properties,
+            properties: props.map(will_properties),
         })
     }
 
-    /// Queues the end of the session for the router: the will (when
-    /// `will`) and a DISCONNECT, which frees the router's slot.
-    fn queue_router_end(&mut self, will: bool) {
-        if let Some(w) = will.then(|| self.will.take()).flatten() {
-            let props = self.will_props.take().map(will_properties);
-            let mut publish = will_publish(&w);
-            publish.payload =
-                delivery::stamp(&publish.payload, w.qos as u8, w.retain, &self.client_id);
-            self.to_router.push(Packet::Publish(publish, props));
+    /// Queues the end of the session for the router: `will` if given, and
+    /// a DISCONNECT, which frees the router's slot.
+    fn queue_router_end(&mut self, will: Option<DelayedWill>) {
+        if let Some(w) = will {
+            self.to_router
+                .push(Packet::Publish(w.publish, w.properties));
         }
         self.to_router.push(Packet::Disconnect(
             Disconnect {
@@ -459,9 +457,16 @@ impl Session {
             // `E0 00` (normal disconnection) for any reason code.
             self.conn.wbuf.extend_from_slice(&[0xE0, 0x02, code, 0x00]);
         }
-        let delayed = self.delayed_will(end.will && !end.router_gone);
+        // A will without delay goes with the DISCONNECT through this
+        // session's link; one with a delay, or of a session the router
+        // already dropped (taken over), goes through `afterlife`.
+        let will = if end.will { self.take_will() } else { None };
+        let (now, later) = match will {
+            Some(w) if w.delay.is_zero() && !end.router_gone => (Some(w), None),
+            w => (None, w),
+        };
         if !end.router_gone {
-            self.queue_router_end(end.will && delayed.is_none());
+            self.queue_router_end(now);
             let _ = self.send_to_router().await;
         }
         self.router_released = true;
@@ -478,7 +483,7 @@ impl Session {
             .session_end(&self.client_id, self.lifetime.expiry.is_zero());
         shared
             .afterlife
-            .ended(&shared, &self.client_id, self.lifetime, delayed);
+            .ended(&shared, &self.client_id, self.lifetime, later);
         shared
             .presence
             .on_disconnect(&self.presence(Some(end.reason)));

@@ -219,7 +219,7 @@ impl Session {
             // As rumqttd's own remote link: tell the router we can take more.
             return self.link_rx.wake().await.map_err(|_| End {
                 router_gone: true,
-                ..End::new(DisconnectReason::TakenOver, Some(0x8E), false)
+                ..End::new(DisconnectReason::TakenOver, Some(0x8E), true)
             });
         }
         match Option::<Packet>::from(notification) {
