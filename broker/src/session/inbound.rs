@@ -9,6 +9,8 @@ use rumqttd::protocol::{
 };
 use std::borrow::Cow;
 use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::delivery;
@@ -108,7 +110,7 @@ impl Session {
     }
 
     /// More QoS 1/2 PUBLISHes unacknowledged than `mqtt.receive_maximum`
-    /// [MQTT-3.3.4-8]: DISCONNECT 0x93.
+    /// [MQTT-3.3.4-7]: DISCONNECT 0x93.
     fn receive_maximum_exceeded(&self) -> End {
         tracing::warn!(client_id = ?self.client_id, receive_maximum = self.receive_maximum, "client sent more unacknowledged QoS 1/2 messages than the Receive Maximum it was given (mqtt.receive_maximum)");
         self.protocol_error(
@@ -399,7 +401,10 @@ impl Session {
                     }
                 }
             } else {
-                self.topic_aliases.insert(alias, publish.topic.clone());
+                // A copy: the frame's slice would pin the whole frame (up
+                // to max_packet_size) for as long as the alias lives.
+                self.topic_aliases
+                    .insert(alias, Bytes::copy_from_slice(&publish.topic));
             }
         }
         if shared.telemetry.durable() && qos > 0 && self.held_acks.len() >= self.receive_maximum {
