@@ -2,22 +2,81 @@
 //! named by its id (`mqtt_3_3_1_3` is [MQTT-3.3.1-3] of MQTT 5.0 unless the
 //! name says 3.1.1). Every byte is sent and read raw over real mTLS, so
 //! nothing between the test and the broker fixes or hides a frame.
+//!
+//! Cases that do not depend on gatehouse's own configuration also run
+//! against a plain Mosquitto 2.0.11 (`…_mosquitto_reference`) where
+//! Mosquitto meets them; the README's conformance table says which do not
+//! and why.
 
 mod common;
 
+use std::net::SocketAddr;
+
 use common::{ANY_CLIENT_ID, LONG, SHORT, exe};
 use gatehouse_tests::broker::BrokerProcess;
+use gatehouse_tests::mosquitto::{Mosquitto, Options};
 use gatehouse_tests::pki::{GATEWAY_CODE, Pki};
 use gatehouse_tests::raw::{self, ConnectOpts, Raw, kind};
+
+/// Which broker a case runs against: `gatehouse serve`, or — as the
+/// reference — a plain Mosquitto 2.0 with the same certificates and the
+/// same default rule (`acl_file`: `telemetry/{cn}/#`, the certificate's CN
+/// as username; any client id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Gatehouse,
+    Mosquitto,
+}
+
+/// A running broker of either kind.
+enum Running {
+    Gatehouse(BrokerProcess),
+    Mosquitto(Mosquitto),
+}
+
+/// Mosquitto's rules equal to the default operational rule.
+const MOSQUITTO_ACL: &str = "pattern readwrite telemetry/%u/#\n";
+
+/// Starts `target`; `config` is gatehouse.toml text (Mosquitto has its own
+/// defaults and ignores it).
+fn start(target: Target, pki: &Pki, config: &str) -> Running {
+    match target {
+        Target::Gatehouse => Running::Gatehouse(BrokerProcess::start(exe(), pki, config)),
+        Target::Mosquitto => Running::Mosquitto(Mosquitto::start(
+            pki,
+            &Options {
+                plain_acl_file: Some(MOSQUITTO_ACL.into()),
+                quiet: true,
+                ..Options::default()
+            },
+        )),
+    }
+}
+
+impl Running {
+    fn mqtt(&self) -> SocketAddr {
+        match self {
+            Running::Gatehouse(b) => b.mqtt,
+            Running::Mosquitto(m) => SocketAddr::from(([127, 0, 0, 1], m.port)),
+        }
+    }
+
+    /// Checks one of gatehouse's metrics (Mosquitto has none to check).
+    fn assert_metric(&self, name: &str, expected: f64) {
+        if let Running::Gatehouse(b) = self {
+            assert_eq!(b.metric(name), expected, "{name}");
+        }
+    }
+}
 
 /// The subscriber's client id next to the gateway's own (under
 /// `ANY_CLIENT_ID`, one operational certificate may use several ids).
 const MONITOR: &str = "GW0001-EEFF-mon";
 
 /// A connected operational client of `level` named `client_id`.
-async fn operational(b: &BrokerProcess, pki: &Pki, level: u8, client_id: &str) -> Raw {
+async fn operational(b: &Running, pki: &Pki, level: u8, client_id: &str) -> Raw {
     Raw::connect(
-        b.mqtt,
+        b.mqtt(),
         pki,
         &pki.operational,
         &ConnectOpts::new(level, client_id),
@@ -38,10 +97,9 @@ async fn refused_connack(c: &mut Raw) -> raw::Frame {
 /// [MQTT-3.3.1-3]: the DUP flag of an outgoing PUBLISH says only whether
 /// *that* PUBLISH is a retransmission; a subscriber never sees the
 /// publisher's DUP. (rumqttd forwarded it.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_3_3_1_3_dup_is_not_forwarded_to_subscribers() {
+async fn mqtt_3_3_1_3_dup_is_not_forwarded_to_subscribers_on(target: Target) {
     let pki = Pki::generate();
-    let b = BrokerProcess::start(exe(), &pki, ANY_CLIENT_ID);
+    let b = start(target, &pki, ANY_CLIENT_ID);
     let topic = format!("telemetry/{GATEWAY_CODE}/data");
     for level in [4u8, 5] {
         let mut sub = operational(&b, &pki, level, MONITOR).await;
@@ -69,13 +127,23 @@ async fn mqtt_3_3_1_3_dup_is_not_forwarded_to_subscribers() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_3_3_1_3_dup_is_not_forwarded_to_subscribers() {
+    mqtt_3_3_1_3_dup_is_not_forwarded_to_subscribers_on(Target::Gatehouse).await;
+}
+
+/// The same case against Mosquitto 2.0.11, the reference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_3_3_1_3_dup_is_not_forwarded_to_subscribers_mosquitto_reference() {
+    mqtt_3_3_1_3_dup_is_not_forwarded_to_subscribers_on(Target::Mosquitto).await;
+}
+
 /// [MQTT-3.11.3-2]: UNSUBACK has one reason code per filter; 0x11 "No
 /// subscription existed" for a filter the session was not subscribed to.
 /// 3.1.1's UNSUBACK carries only the packet identifier.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_3_11_3_2_unsuback_says_which_subscriptions_did_not_exist() {
+async fn mqtt_3_11_3_2_unsuback_says_which_subscriptions_did_not_exist_on(target: Target) {
     let pki = Pki::generate();
-    let b = BrokerProcess::start(exe(), &pki, ANY_CLIENT_ID);
+    let b = start(target, &pki, ANY_CLIENT_ID);
     let held = format!("telemetry/{GATEWAY_CODE}/#");
     let never = format!("telemetry/{GATEWAY_CODE}/never");
     for level in [5u8, 4] {
@@ -115,6 +183,17 @@ async fn mqtt_3_11_3_2_unsuback_says_which_subscriptions_did_not_exist() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_3_11_3_2_unsuback_says_which_subscriptions_did_not_exist() {
+    mqtt_3_11_3_2_unsuback_says_which_subscriptions_did_not_exist_on(Target::Gatehouse).await;
+}
+
+/// The same case against Mosquitto 2.0.11, the reference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_3_11_3_2_unsuback_says_which_subscriptions_did_not_exist_mosquitto_reference() {
+    mqtt_3_11_3_2_unsuback_says_which_subscriptions_did_not_exist_on(Target::Mosquitto).await;
+}
+
 /// The Assigned Client Identifier of an operational client's CONNACK.
 fn assigned_client_id(connack: &raw::Frame) -> Option<String> {
     raw::connack_properties(&connack.body)
@@ -132,9 +211,9 @@ fn assigned_client_id(connack: &raw::Frame) -> Option<String> {
 async fn mqtt_3_1_3_7_an_empty_client_id_is_assigned_the_cn() {
     let pki = Pki::generate();
     // The default policy: an operational client id must equal the CN.
-    let b = BrokerProcess::start(exe(), &pki, "");
+    let b = start(Target::Gatehouse, &pki, "");
     for clean in [true, false] {
-        let mut c = Raw::open(b.mqtt, &pki, &pki.operational, 5).await;
+        let mut c = Raw::open(b.mqtt(), &pki, &pki.operational, 5).await;
         c.send(&raw::connect(&ConnectOpts {
             clean,
             ..ConnectOpts::new(5, "")
@@ -156,7 +235,7 @@ async fn mqtt_3_1_3_7_an_empty_client_id_is_assigned_the_cn() {
         assert_eq!(got.publish(true).map(|(t, _)| t), Some(topic));
     }
     // A client that names itself gets no assigned id.
-    let mut c = Raw::open(b.mqtt, &pki, &pki.operational, 5).await;
+    let mut c = Raw::open(b.mqtt(), &pki, &pki.operational, 5).await;
     c.send(&raw::connect(&ConnectOpts::new(5, GATEWAY_CODE)))
         .await;
     let ack = c.expect(kind::CONNACK, LONG).await;
@@ -165,11 +244,10 @@ async fn mqtt_3_1_3_7_an_empty_client_id_is_assigned_the_cn() {
 
 /// 3.1.1 [MQTT-3.1.3-6]: a zero-byte client id with CleanSession = 1 is
 /// accepted (the operational client becomes its CN).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_3_1_1_3_1_3_6_an_empty_client_id_with_a_clean_session_is_accepted() {
+async fn mqtt_3_1_1_3_1_3_6_an_empty_client_id_with_a_clean_session_is_accepted_on(target: Target) {
     let pki = Pki::generate();
-    let b = BrokerProcess::start(exe(), &pki, "");
-    let mut c = Raw::open(b.mqtt, &pki, &pki.operational, 4).await;
+    let b = start(target, &pki, "");
+    let mut c = Raw::open(b.mqtt(), &pki, &pki.operational, 4).await;
     c.send(&raw::connect(&ConnectOpts::new(4, ""))).await;
     let ack = c.expect(kind::CONNACK, LONG).await;
     assert_eq!(ack.body, [0, 0], "{ack:?}");
@@ -181,13 +259,28 @@ async fn mqtt_3_1_1_3_1_3_6_an_empty_client_id_with_a_clean_session_is_accepted(
     assert_eq!(ack.body, [0, 1]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_3_1_1_3_1_3_6_an_empty_client_id_with_a_clean_session_is_accepted() {
+    mqtt_3_1_1_3_1_3_6_an_empty_client_id_with_a_clean_session_is_accepted_on(Target::Gatehouse)
+        .await;
+}
+
+/// The same case against Mosquitto 2.0.11, the reference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_3_1_1_3_1_3_6_an_empty_client_id_with_a_clean_session_is_accepted_mosquitto_reference()
+ {
+    mqtt_3_1_1_3_1_3_6_an_empty_client_id_with_a_clean_session_is_accepted_on(Target::Mosquitto)
+        .await;
+}
+
 /// 3.1.1 [MQTT-3.1.3-8]: a zero-byte client id with CleanSession = 0 is
 /// refused with return code 0x02 and the connection closed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_3_1_1_3_1_3_8_an_empty_client_id_with_a_persistent_session_is_refused() {
+async fn mqtt_3_1_1_3_1_3_8_an_empty_client_id_with_a_persistent_session_is_refused_on(
+    target: Target,
+) {
     let pki = Pki::generate();
-    let b = BrokerProcess::start(exe(), &pki, "");
-    let mut c = Raw::open(b.mqtt, &pki, &pki.operational, 4).await;
+    let b = start(target, &pki, "");
+    let mut c = Raw::open(b.mqtt(), &pki, &pki.operational, 4).await;
     c.send(&raw::connect(&ConnectOpts {
         clean: false,
         ..ConnectOpts::new(4, "")
@@ -197,24 +290,39 @@ async fn mqtt_3_1_1_3_1_3_8_an_empty_client_id_with_a_persistent_session_is_refu
     assert_eq!(ack.body, [0, 0x02], "{ack:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_3_1_1_3_1_3_8_an_empty_client_id_with_a_persistent_session_is_refused() {
+    mqtt_3_1_1_3_1_3_8_an_empty_client_id_with_a_persistent_session_is_refused_on(
+        Target::Gatehouse,
+    )
+    .await;
+}
+
+/// The same case against Mosquitto 2.0.11, the reference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_3_1_1_3_1_3_8_an_empty_client_id_with_a_persistent_session_is_refused_mosquitto_reference()
+ {
+    mqtt_3_1_1_3_1_3_8_an_empty_client_id_with_a_persistent_session_is_refused_on(
+        Target::Mosquitto,
+    )
+    .await;
+}
+
 /// A bootstrap certificate must connect as its MAC: an empty client id is
 /// not assigned anything but refused (v5 0x85 Client Identifier not valid).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bootstrap_client_without_a_client_id_is_refused() {
     let pki = Pki::generate();
-    let b = BrokerProcess::start(exe(), &pki, "");
-    let mut c = Raw::open(b.mqtt, &pki, &pki.bootstrap, 5).await;
+    let b = start(Target::Gatehouse, &pki, "");
+    let mut c = Raw::open(b.mqtt(), &pki, &pki.bootstrap, 5).await;
     c.send(&raw::connect(&ConnectOpts::new(5, ""))).await;
     let ack = refused_connack(&mut c).await;
     assert_eq!(ack.reason(), 0x85, "{ack:?}");
-    assert_eq!(
-        b.metric("gatehouse_connect_refused_total{reason=\"client_id\"}"),
-        1.0
-    );
+    b.assert_metric("gatehouse_connect_refused_total{reason=\"client_id\"}", 1.0);
 }
 
 /// A subscriber (`MONITOR`) on `topic` at `qos`, its SUBACK checked.
-async fn subscriber(b: &BrokerProcess, pki: &Pki, level: u8, topic: &str, qos: u8) -> Raw {
+async fn subscriber(b: &Running, pki: &Pki, level: u8, topic: &str, qos: u8) -> Raw {
     let mut sub = operational(b, pki, level, MONITOR).await;
     sub.send(&raw::subscribe(level, 1, &[(topic, qos)])).await;
     let ack = sub.expect(kind::SUBACK, LONG).await;
@@ -230,7 +338,7 @@ async fn subscriber(b: &BrokerProcess, pki: &Pki, level: u8, topic: &str, qos: u
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_4_3_3_10_a_qos2_retransmission_is_not_delivered_again() {
     let pki = Pki::generate();
-    let b = BrokerProcess::start(exe(), &pki, ANY_CLIENT_ID);
+    let b = start(Target::Gatehouse, &pki, ANY_CLIENT_ID);
     let topic = format!("telemetry/{GATEWAY_CODE}/data");
     for level in [5u8, 4] {
         let mut sub = subscriber(&b, &pki, level, &topic, 2).await;
@@ -274,7 +382,7 @@ async fn mqtt_4_3_3_10_a_qos2_retransmission_is_not_delivered_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_4_3_3_12_after_pubcomp_the_packet_id_starts_a_new_message() {
     let pki = Pki::generate();
-    let b = BrokerProcess::start(exe(), &pki, ANY_CLIENT_ID);
+    let b = start(Target::Gatehouse, &pki, ANY_CLIENT_ID);
     let topic = format!("telemetry/{GATEWAY_CODE}/data");
     for level in [5u8, 4] {
         let mut sub = subscriber(&b, &pki, level, &topic, 1).await;
@@ -309,7 +417,7 @@ async fn mqtt_4_3_3_12_after_pubcomp_the_packet_id_starts_a_new_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_4_3_3_9_after_a_pubrec_error_the_packet_id_starts_a_new_message() {
     let pki = Pki::generate();
-    let b = BrokerProcess::start(exe(), &pki, ANY_CLIENT_ID);
+    let b = start(Target::Gatehouse, &pki, ANY_CLIENT_ID);
     let topic = format!("telemetry/{GATEWAY_CODE}/data");
     let mut sub = subscriber(&b, &pki, 5, &topic, 2).await;
     let mut publisher = operational(&b, &pki, 5, GATEWAY_CODE).await;
@@ -331,10 +439,9 @@ async fn mqtt_4_3_3_9_after_a_pubrec_error_the_packet_id_starts_a_new_message() 
 /// released (PUBREL) after the subscriber's PUBREC and completed by its
 /// PUBCOMP; the broker goes on delivering afterwards (its exchanges with
 /// the router completed in order).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_4_3_3_4_a_qos2_delivery_is_released_after_pubrec() {
+async fn mqtt_4_3_3_4_a_qos2_delivery_is_released_after_pubrec_on(target: Target) {
     let pki = Pki::generate();
-    let b = BrokerProcess::start(exe(), &pki, ANY_CLIENT_ID);
+    let b = start(target, &pki, ANY_CLIENT_ID);
     let topic = format!("telemetry/{GATEWAY_CODE}/data");
     for level in [5u8, 4] {
         let mut sub = subscriber(&b, &pki, level, &topic, 2).await;
@@ -361,6 +468,17 @@ async fn mqtt_4_3_3_4_a_qos2_delivery_is_released_after_pubrec() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_4_3_3_4_a_qos2_delivery_is_released_after_pubrec() {
+    mqtt_4_3_3_4_a_qos2_delivery_is_released_after_pubrec_on(Target::Gatehouse).await;
+}
+
+/// The same case against Mosquitto 2.0.11, the reference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_4_3_3_4_a_qos2_delivery_is_released_after_pubrec_mosquitto_reference() {
+    mqtt_4_3_3_4_a_qos2_delivery_is_released_after_pubrec_on(Target::Mosquitto).await;
+}
+
 /// [MQTT-4.4.0-1]: QoS 2 state lives with the session. A publisher that
 /// reconnects with a persistent session and sends its unacknowledged
 /// PUBLISH again gets a PUBREC and no second delivery, and its PUBREL then
@@ -369,7 +487,7 @@ async fn mqtt_4_3_3_4_a_qos2_delivery_is_released_after_pubrec() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_4_4_0_1_qos2_exchanges_survive_a_reconnect() {
     let pki = Pki::generate();
-    let b = BrokerProcess::start(exe(), &pki, ANY_CLIENT_ID);
+    let b = start(Target::Gatehouse, &pki, ANY_CLIENT_ID);
     let topic = format!("telemetry/{GATEWAY_CODE}/data");
     // MQTT 5 keeps a session only with a Session Expiry Interval.
     let expiry = u32_property(0x11, 300);
@@ -380,7 +498,7 @@ async fn mqtt_4_4_0_1_qos2_exchanges_survive_a_reconnect() {
         ..ConnectOpts::new(level, MONITOR)
     };
     for level in [4u8, 5] {
-        let mut sub = Raw::connect(b.mqtt, &pki, &pki.operational, &persistent(level)).await;
+        let mut sub = Raw::connect(b.mqtt(), &pki, &pki.operational, &persistent(level)).await;
         sub.send(&raw::subscribe(level, 1, &[(topic.as_str(), 2)]))
             .await;
         sub.expect(kind::SUBACK, LONG).await;
@@ -389,7 +507,7 @@ async fn mqtt_4_4_0_1_qos2_exchanges_survive_a_reconnect() {
             properties: v5_expiry(level),
             ..ConnectOpts::new(level, GATEWAY_CODE)
         };
-        let mut publisher = Raw::connect(b.mqtt, &pki, &pki.operational, &publisher_opts).await;
+        let mut publisher = Raw::connect(b.mqtt(), &pki, &pki.operational, &publisher_opts).await;
         let message = raw::publish(level, topic.as_bytes(), 2, false, 11, b"once");
         publisher.send(&message).await;
         publisher.expect(kind::PUBREC, LONG).await;
@@ -401,7 +519,7 @@ async fn mqtt_4_4_0_1_qos2_exchanges_survive_a_reconnect() {
         drop(sub);
         tokio::time::sleep(SHORT).await;
 
-        let mut publisher = Raw::connect(b.mqtt, &pki, &pki.operational, &publisher_opts).await;
+        let mut publisher = Raw::connect(b.mqtt(), &pki, &pki.operational, &publisher_opts).await;
         let mut again = message.clone();
         again[0] |= 0x08;
         publisher.send(&again).await;
@@ -415,7 +533,7 @@ async fn mqtt_4_4_0_1_qos2_exchanges_survive_a_reconnect() {
             "v{level}: the exchange was still open: {comp:?}"
         );
 
-        let mut sub = Raw::connect(b.mqtt, &pki, &pki.operational, &persistent(level)).await;
+        let mut sub = Raw::connect(b.mqtt(), &pki, &pki.operational, &persistent(level)).await;
         let rel = sub.expect(kind::PUBREL, LONG).await;
         assert_eq!(
             rel.pkid(),
@@ -432,8 +550,13 @@ async fn mqtt_4_4_0_1_qos2_exchanges_survive_a_reconnect() {
         drop(sub);
         drop(publisher);
         for id in [MONITOR, GATEWAY_CODE] {
-            let c =
-                Raw::connect(b.mqtt, &pki, &pki.operational, &ConnectOpts::new(level, id)).await;
+            let c = Raw::connect(
+                b.mqtt(),
+                &pki,
+                &pki.operational,
+                &ConnectOpts::new(level, id),
+            )
+            .await;
             drop(c);
         }
         tokio::time::sleep(SHORT).await;
@@ -447,12 +570,12 @@ async fn mqtt_4_4_0_1_qos2_exchanges_survive_a_reconnect() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_3_3_4_7_receive_maximum_is_announced_and_enforced() {
     let pki = Pki::generate();
-    let b = BrokerProcess::start(
-        exe(),
+    let b = start(
+        Target::Gatehouse,
         &pki,
         &format!("{ANY_CLIENT_ID}[mqtt]\nreceive_maximum = 3\n"),
     );
-    let mut c = Raw::open(b.mqtt, &pki, &pki.operational, 5).await;
+    let mut c = Raw::open(b.mqtt(), &pki, &pki.operational, 5).await;
     c.send(&raw::connect(&ConnectOpts::new(5, GATEWAY_CODE)))
         .await;
     let ack = c.expect(kind::CONNACK, LONG).await;
@@ -481,23 +604,22 @@ async fn mqtt_3_3_4_7_receive_maximum_is_announced_and_enforced() {
         .await;
     let closed = c.closed_within(LONG).await.expect("connection closed");
     assert_eq!(closed.disconnect(), Some(0x93), "{closed:?}");
-    assert_eq!(
-        b.metric("gatehouse_protocol_errors_total{reason=\"receive_maximum_exceeded\"}"),
-        1.0
+    b.assert_metric(
+        "gatehouse_protocol_errors_total{reason=\"receive_maximum_exceeded\"}",
+        1.0,
     );
 }
 
 /// [MQTT-3.1.2-12] (3.1.1: [MQTT-3.1.2-14]): a will of QoS 2 is accepted and published at QoS 2 to
 /// a QoS 2 subscription when the connection is lost.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_3_1_2_12_a_qos2_will_is_accepted_and_published() {
+async fn mqtt_3_1_2_12_a_qos2_will_is_accepted_and_published_on(target: Target) {
     let pki = Pki::generate();
-    let b = BrokerProcess::start(exe(), &pki, ANY_CLIENT_ID);
+    let b = start(target, &pki, ANY_CLIENT_ID);
     let topic = format!("telemetry/{GATEWAY_CODE}/status");
     for level in [5u8, 4] {
         let mut sub = subscriber(&b, &pki, level, &topic, 2).await;
         let c = Raw::connect(
-            b.mqtt,
+            b.mqtt(),
             &pki,
             &pki.operational,
             &ConnectOpts {
@@ -516,6 +638,17 @@ async fn mqtt_3_1_2_12_a_qos2_will_is_accepted_and_published() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_3_1_2_12_a_qos2_will_is_accepted_and_published() {
+    mqtt_3_1_2_12_a_qos2_will_is_accepted_and_published_on(Target::Gatehouse).await;
+}
+
+/// The same case against Mosquitto 2.0.11, the reference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_3_1_2_12_a_qos2_will_is_accepted_and_published_mosquitto_reference() {
+    mqtt_3_1_2_12_a_qos2_will_is_accepted_and_published_on(Target::Mosquitto).await;
+}
+
 /// Subscription options byte: QoS, No Local, Retain As Published, Retain
 /// Handling.
 fn options(qos: u8, no_local: bool, rap: bool, rh: u8) -> u8 {
@@ -525,10 +658,9 @@ fn options(qos: u8, no_local: bool, rap: bool, rh: u8) -> u8 {
 /// [MQTT-3.8.4-8]: a message is delivered at the lower of its own QoS and
 /// the subscription's — live and retained, 3.1.1 and 5. (rumqttd delivered
 /// at the subscription's QoS.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_3_8_4_8_delivery_qos_is_the_lower_of_message_and_subscription() {
+async fn mqtt_3_8_4_8_delivery_qos_is_the_lower_of_message_and_subscription_on(target: Target) {
     let pki = Pki::generate();
-    let b = BrokerProcess::start(exe(), &pki, ANY_CLIENT_ID);
+    let b = start(target, &pki, ANY_CLIENT_ID);
     for level in [4u8, 5] {
         let topic = format!("telemetry/{GATEWAY_CODE}/qos{level}");
         let mut sub = subscriber(&b, &pki, level, &topic, 2).await;
@@ -602,13 +734,23 @@ async fn mqtt_3_8_4_8_delivery_qos_is_the_lower_of_message_and_subscription() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_3_8_4_8_delivery_qos_is_the_lower_of_message_and_subscription() {
+    mqtt_3_8_4_8_delivery_qos_is_the_lower_of_message_and_subscription_on(Target::Gatehouse).await;
+}
+
+/// The same case against Mosquitto 2.0.11, the reference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_3_8_4_8_delivery_qos_is_the_lower_of_message_and_subscription_mosquitto_reference() {
+    mqtt_3_8_4_8_delivery_qos_is_the_lower_of_message_and_subscription_on(Target::Mosquitto).await;
+}
+
 /// [MQTT-3.8.3-3]: with No Local a client does not get its own messages on
 /// that subscription; other clients' messages still arrive, and so do its
 /// own without No Local. The option stays with a persistent session.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_3_8_3_3_no_local_keeps_a_clients_own_messages_from_it() {
+async fn mqtt_3_8_3_3_no_local_keeps_a_clients_own_messages_from_it_on(target: Target) {
     let pki = Pki::generate();
-    let b = BrokerProcess::start(exe(), &pki, ANY_CLIENT_ID);
+    let b = start(target, &pki, ANY_CLIENT_ID);
     let own = format!("telemetry/{GATEWAY_CODE}/own");
     let echo = format!("telemetry/{GATEWAY_CODE}/echo");
     let expiry = u32_property(0x11, 300);
@@ -617,7 +759,7 @@ async fn mqtt_3_8_3_3_no_local_keeps_a_clients_own_messages_from_it() {
         properties: &expiry,
         ..ConnectOpts::new(5, GATEWAY_CODE)
     };
-    let mut c = Raw::connect(b.mqtt, &pki, &pki.operational, &persistent).await;
+    let mut c = Raw::connect(b.mqtt(), &pki, &pki.operational, &persistent).await;
     c.send(&raw::subscribe(
         5,
         1,
@@ -649,18 +791,28 @@ async fn mqtt_3_8_3_3_no_local_keeps_a_clients_own_messages_from_it() {
         if !resumed {
             drop(c);
             tokio::time::sleep(SHORT).await;
-            c = Raw::connect(b.mqtt, &pki, &pki.operational, &persistent).await;
+            c = Raw::connect(b.mqtt(), &pki, &pki.operational, &persistent).await;
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_3_8_3_3_no_local_keeps_a_clients_own_messages_from_it() {
+    mqtt_3_8_3_3_no_local_keeps_a_clients_own_messages_from_it_on(Target::Gatehouse).await;
+}
+
+/// The same case against Mosquitto 2.0.11, the reference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_3_8_3_3_no_local_keeps_a_clients_own_messages_from_it_mosquitto_reference() {
+    mqtt_3_8_3_3_no_local_keeps_a_clients_own_messages_from_it_on(Target::Mosquitto).await;
 }
 
 /// [MQTT-3.3.1-12] / [MQTT-3.3.1-13]: a live message goes out with RETAIN 0
 /// unless the subscription has Retain As Published, then with the RETAIN
 /// flag it was published with. 3.1.1 [MQTT-3.3.1-9]: always RETAIN 0.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_3_3_1_13_retain_as_published_keeps_the_retain_flag() {
+async fn mqtt_3_3_1_13_retain_as_published_keeps_the_retain_flag_on(target: Target) {
     let pki = Pki::generate();
-    let b = BrokerProcess::start(exe(), &pki, ANY_CLIENT_ID);
+    let b = start(target, &pki, ANY_CLIENT_ID);
     let topic = format!("telemetry/{GATEWAY_CODE}/rap");
     let mut rap = operational(&b, &pki, 5, MONITOR).await;
     rap.send(&raw::subscribe(
@@ -700,15 +852,25 @@ async fn mqtt_3_3_1_13_retain_as_published_keeps_the_retain_flag() {
         .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_3_3_1_13_retain_as_published_keeps_the_retain_flag() {
+    mqtt_3_3_1_13_retain_as_published_keeps_the_retain_flag_on(Target::Gatehouse).await;
+}
+
+/// The same case against Mosquitto 2.0.11, the reference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_3_3_1_13_retain_as_published_keeps_the_retain_flag_mosquitto_reference() {
+    mqtt_3_3_1_13_retain_as_published_keeps_the_retain_flag_on(Target::Mosquitto).await;
+}
+
 /// [MQTT-3.3.1-9..11] Retain Handling, and [MQTT-3.8.4-3] / [MQTT-3.8.4-4]:
 /// a SUBSCRIBE for a filter the session already has replaces it (its new
 /// QoS applies) and, with Retain Handling 0 (always in 3.1.1), sends the
 /// retained messages again. (rumqttd kept the old QoS and sent retained
 /// messages only for a new subscription, and ignored Retain Handling.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_3_3_1_10_retain_handling_and_resubscribe() {
+async fn mqtt_3_3_1_10_retain_handling_and_resubscribe_on(target: Target) {
     let pki = Pki::generate();
-    let b = BrokerProcess::start(exe(), &pki, ANY_CLIENT_ID);
+    let b = start(target, &pki, ANY_CLIENT_ID);
     let topic = format!("telemetry/{GATEWAY_CODE}/kept");
     let mut publisher = operational(&b, &pki, 5, GATEWAY_CODE).await;
     publisher
@@ -787,6 +949,17 @@ async fn mqtt_3_3_1_10_retain_handling_and_resubscribe() {
     assert_eq!((got.qos(), got.flags & 1), (1, 0), "{got:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_3_3_1_10_retain_handling_and_resubscribe() {
+    mqtt_3_3_1_10_retain_handling_and_resubscribe_on(Target::Gatehouse).await;
+}
+
+/// The same case against Mosquitto 2.0.11, the reference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_3_3_1_10_retain_handling_and_resubscribe_mosquitto_reference() {
+    mqtt_3_3_1_10_retain_handling_and_resubscribe_on(Target::Mosquitto).await;
+}
+
 /// Topic Alias property (0x23) of value `alias`.
 fn alias(alias: u16) -> Vec<u8> {
     let mut p = vec![0x23];
@@ -799,13 +972,12 @@ fn alias(alias: u16) -> Vec<u8> {
 /// ACL sees the real topic either way. Above the maximum: DISCONNECT 0x94;
 /// aliases do not outlive the connection [MQTT-3.3.2-7] (an unknown alias
 /// with an empty topic is a protocol error, 0x82).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_3_3_2_9_topic_aliases_are_resolved_before_the_acl() {
+async fn mqtt_3_3_2_9_topic_aliases_are_resolved_before_the_acl_on(target: Target) {
     let pki = Pki::generate();
-    let b = BrokerProcess::start(exe(), &pki, ANY_CLIENT_ID);
+    let b = start(target, &pki, ANY_CLIENT_ID);
     let topic = format!("telemetry/{GATEWAY_CODE}/data");
     let mut sub = subscriber(&b, &pki, 5, &topic, 0).await;
-    let mut c = Raw::open(b.mqtt, &pki, &pki.operational, 5).await;
+    let mut c = Raw::open(b.mqtt(), &pki, &pki.operational, 5).await;
     c.send(&raw::connect(&ConnectOpts::new(5, GATEWAY_CODE)))
         .await;
     let ack = c.expect(kind::CONNACK, LONG).await;
@@ -847,18 +1019,28 @@ async fn mqtt_3_3_2_9_topic_aliases_are_resolved_before_the_acl() {
         .await;
     let closed = again.closed_within(LONG).await.expect("closed");
     assert_eq!(closed.disconnect(), Some(0x82), "{closed:?}");
-    assert_eq!(
-        b.metric("gatehouse_protocol_errors_total{reason=\"topic_alias_unknown\"}"),
-        1.0
+    b.assert_metric(
+        "gatehouse_protocol_errors_total{reason=\"topic_alias_unknown\"}",
+        1.0,
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_3_3_2_9_topic_aliases_are_resolved_before_the_acl() {
+    mqtt_3_3_2_9_topic_aliases_are_resolved_before_the_acl_on(Target::Gatehouse).await;
+}
+
+/// The same case against Mosquitto 2.0.11, the reference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_3_3_2_9_topic_aliases_are_resolved_before_the_acl_mosquitto_reference() {
+    mqtt_3_3_2_9_topic_aliases_are_resolved_before_the_acl_on(Target::Mosquitto).await;
 }
 
 /// [MQTT-3.1.3-10]: the will's properties (here a content type and a user
 /// property) are published with it. (rumqttd's path dropped them.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_3_1_3_10_will_properties_are_published_with_the_will() {
+async fn mqtt_3_1_3_10_will_properties_are_published_with_the_will_on(target: Target) {
     let pki = Pki::generate();
-    let b = BrokerProcess::start(exe(), &pki, ANY_CLIENT_ID);
+    let b = start(target, &pki, ANY_CLIENT_ID);
     let topic = format!("telemetry/{GATEWAY_CODE}/status");
     let mut sub = subscriber(&b, &pki, 5, &topic, 1).await;
     // User Property ("why", "lost"), Content Type "text/plain" (in the
@@ -869,7 +1051,7 @@ async fn mqtt_3_1_3_10_will_properties_are_published_with_the_will() {
     props.push(0x03);
     props.extend(raw::string(b"text/plain"));
     let c = Raw::connect(
-        b.mqtt,
+        b.mqtt(),
         &pki,
         &pki.operational,
         &ConnectOpts {
@@ -893,6 +1075,17 @@ async fn mqtt_3_1_3_10_will_properties_are_published_with_the_will() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_3_1_3_10_will_properties_are_published_with_the_will() {
+    mqtt_3_1_3_10_will_properties_are_published_with_the_will_on(Target::Gatehouse).await;
+}
+
+/// The same case against Mosquitto 2.0.11, the reference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_3_1_3_10_will_properties_are_published_with_the_will_mosquitto_reference() {
+    mqtt_3_1_3_10_will_properties_are_published_with_the_will_on(Target::Mosquitto).await;
+}
+
 /// A four-byte-integer property (Session Expiry 0x11, Will Delay 0x18).
 fn u32_property(id: u8, value: u32) -> Vec<u8> {
     let mut p = vec![id];
@@ -909,10 +1102,11 @@ fn session_present(connack: &raw::Frame) -> bool {
 /// Clean Start, decides whether a session outlives its connection: Clean
 /// Start 1 with an expiry keeps it (queued messages arrive on return), Clean
 /// Start 0 without one does not. (rumqttd followed Clean Start.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_3_1_2_23_session_expiry_decides_whether_a_session_outlives_its_connection() {
+async fn mqtt_3_1_2_23_session_expiry_decides_whether_a_session_outlives_its_connection_on(
+    target: Target,
+) {
     let pki = Pki::generate();
-    let b = BrokerProcess::start(exe(), &pki, ANY_CLIENT_ID);
+    let b = start(target, &pki, ANY_CLIENT_ID);
     let topic = format!("telemetry/{GATEWAY_CODE}/queued");
     let expiry = u32_property(0x11, 300);
     let mut publisher = operational(&b, &pki, 5, GATEWAY_CODE).await;
@@ -922,7 +1116,7 @@ async fn mqtt_3_1_2_23_session_expiry_decides_whether_a_session_outlives_its_con
             properties: props,
             ..ConnectOpts::new(5, MONITOR)
         };
-        let mut c = Raw::open(b.mqtt, &pki, &pki.operational, 5).await;
+        let mut c = Raw::open(b.mqtt(), &pki, &pki.operational, 5).await;
         c.send(&raw::connect(&opts(clean))).await;
         c.expect(kind::CONNACK, LONG).await;
         c.send(&raw::subscribe(5, 1, &[(topic.as_str(), 1)])).await;
@@ -940,7 +1134,7 @@ async fn mqtt_3_1_2_23_session_expiry_decides_whether_a_session_outlives_its_con
             ))
             .await;
         publisher.expect(kind::PUBACK, LONG).await;
-        let mut c = Raw::open(b.mqtt, &pki, &pki.operational, 5).await;
+        let mut c = Raw::open(b.mqtt(), &pki, &pki.operational, 5).await;
         c.send(&raw::connect(&opts(false))).await;
         let ack = c.expect(kind::CONNACK, LONG).await;
         assert_eq!(
@@ -962,7 +1156,7 @@ async fn mqtt_3_1_2_23_session_expiry_decides_whether_a_session_outlives_its_con
         // End this session for the next case (Clean Start, no expiry).
         drop(c);
         let c = Raw::connect(
-            b.mqtt,
+            b.mqtt(),
             &pki,
             &pki.operational,
             &ConnectOpts::new(5, MONITOR),
@@ -973,6 +1167,24 @@ async fn mqtt_3_1_2_23_session_expiry_decides_whether_a_session_outlives_its_con
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_3_1_2_23_session_expiry_decides_whether_a_session_outlives_its_connection() {
+    mqtt_3_1_2_23_session_expiry_decides_whether_a_session_outlives_its_connection_on(
+        Target::Gatehouse,
+    )
+    .await;
+}
+
+/// The same case against Mosquitto 2.0.11, the reference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_3_1_2_23_session_expiry_decides_whether_a_session_outlives_its_connection_mosquitto_reference()
+ {
+    mqtt_3_1_2_23_session_expiry_decides_whether_a_session_outlives_its_connection_on(
+        Target::Mosquitto,
+    )
+    .await;
+}
+
 /// §3.1.2.11.2 / `mqtt.max_session_expiry`: a session ends when its expiry
 /// has passed (removed from the router: no Session Present, no queued
 /// messages); the cap applies to what a v5 client asks (the CONNACK says
@@ -980,8 +1192,8 @@ async fn mqtt_3_1_2_23_session_expiry_decides_whether_a_session_outlives_its_con
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_session_is_removed() {
     let pki = Pki::generate();
-    let b = BrokerProcess::start(
-        exe(),
+    let b = start(
+        Target::Gatehouse,
         &pki,
         &format!("{ANY_CLIENT_ID}[mqtt]\nmax_session_expiry = \"1s\"\n"),
     );
@@ -993,7 +1205,7 @@ async fn an_expired_session_is_removed() {
             properties: if level == 5 { &asked } else { &[] },
             ..ConnectOpts::new(level, MONITOR)
         };
-        let mut c = Raw::open(b.mqtt, &pki, &pki.operational, level).await;
+        let mut c = Raw::open(b.mqtt(), &pki, &pki.operational, level).await;
         c.send(&raw::connect(&opts)).await;
         let ack = c.expect(kind::CONNACK, LONG).await;
         if level == 5 {
@@ -1009,7 +1221,7 @@ async fn an_expired_session_is_removed() {
         drop(c);
         // Within the expiry the session is there...
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        let mut c = Raw::open(b.mqtt, &pki, &pki.operational, level).await;
+        let mut c = Raw::open(b.mqtt(), &pki, &pki.operational, level).await;
         c.send(&raw::connect(&opts)).await;
         let ack = c.expect(kind::CONNACK, LONG).await;
         assert!(
@@ -1019,7 +1231,7 @@ async fn an_expired_session_is_removed() {
         drop(c);
         // ...and gone after it.
         tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-        let mut c = Raw::open(b.mqtt, &pki, &pki.operational, level).await;
+        let mut c = Raw::open(b.mqtt(), &pki, &pki.operational, level).await;
         c.send(&raw::connect(&opts)).await;
         let ack = c.expect(kind::CONNACK, LONG).await;
         assert!(!session_present(&ack), "v{level}: expired: {ack:?}");
@@ -1034,7 +1246,7 @@ async fn an_expired_session_is_removed() {
         );
         drop(c);
         let c = Raw::connect(
-            b.mqtt,
+            b.mqtt(),
             &pki,
             &pki.operational,
             &ConnectOpts::new(level, MONITOR),
@@ -1051,7 +1263,7 @@ async fn an_expired_session_is_removed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_3_1_3_9_a_delayed_will_waits_and_a_reconnect_cancels_it() {
     let pki = Pki::generate();
-    let b = BrokerProcess::start(exe(), &pki, ANY_CLIENT_ID);
+    let b = start(Target::Gatehouse, &pki, ANY_CLIENT_ID);
     let topic = format!("telemetry/{GATEWAY_CODE}/will");
     let mut sub = subscriber(&b, &pki, 5, &topic, 0).await;
     let delay = u32_property(0x18, 2);
@@ -1065,7 +1277,7 @@ async fn mqtt_3_1_3_9_a_delayed_will_waits_and_a_reconnect_cancels_it() {
     let expiry: &'static [u8] = Box::leak(expiry.into_boxed_slice());
 
     // Delayed: nothing for a second, then the will.
-    drop(Raw::connect(b.mqtt, &pki, &pki.operational, &opts(expiry)).await);
+    drop(Raw::connect(b.mqtt(), &pki, &pki.operational, &opts(expiry)).await);
     let started = std::time::Instant::now();
     assert_eq!(
         sub.next(std::time::Duration::from_millis(1200)).await,
@@ -1081,14 +1293,14 @@ async fn mqtt_3_1_3_9_a_delayed_will_waits_and_a_reconnect_cancels_it() {
     );
 
     // Back within the delay, resuming the session: no will.
-    drop(Raw::connect(b.mqtt, &pki, &pki.operational, &opts(expiry)).await);
+    drop(Raw::connect(b.mqtt(), &pki, &pki.operational, &opts(expiry)).await);
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let resume = ConnectOpts {
         clean: false,
         properties: expiry,
         ..ConnectOpts::new(5, GATEWAY_CODE)
     };
-    let back = Raw::connect(b.mqtt, &pki, &pki.operational, &resume).await;
+    let back = Raw::connect(b.mqtt(), &pki, &pki.operational, &resume).await;
     assert_eq!(
         sub.next(std::time::Duration::from_secs(3)).await,
         None,
@@ -1096,10 +1308,10 @@ async fn mqtt_3_1_3_9_a_delayed_will_waits_and_a_reconnect_cancels_it() {
     );
     // Back with Clean Start: the old session ends, so its will goes now.
     drop(back);
-    drop(Raw::connect(b.mqtt, &pki, &pki.operational, &opts(expiry)).await);
+    drop(Raw::connect(b.mqtt(), &pki, &pki.operational, &opts(expiry)).await);
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let back = Raw::connect(
-        b.mqtt,
+        b.mqtt(),
         &pki,
         &pki.operational,
         &ConnectOpts::new(5, GATEWAY_CODE),
@@ -1117,7 +1329,7 @@ async fn mqtt_3_1_3_9_a_delayed_will_waits_and_a_reconnect_cancels_it() {
     tokio::time::sleep(SHORT).await;
 
     // No session expiry: the session ends with the connection, the will goes now.
-    drop(Raw::connect(b.mqtt, &pki, &pki.operational, &opts(&[])).await);
+    drop(Raw::connect(b.mqtt(), &pki, &pki.operational, &opts(&[])).await);
     let got = sub
         .expect(kind::PUBLISH, std::time::Duration::from_millis(1500))
         .await;
@@ -1131,8 +1343,8 @@ async fn mqtt_3_1_3_9_a_delayed_will_waits_and_a_reconnect_cancels_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_subscriptions_are_off_by_default() {
     let pki = Pki::generate();
-    let b = BrokerProcess::start(exe(), &pki, ANY_CLIENT_ID);
-    let mut c = Raw::open(b.mqtt, &pki, &pki.operational, 5).await;
+    let b = start(Target::Gatehouse, &pki, ANY_CLIENT_ID);
+    let mut c = Raw::open(b.mqtt(), &pki, &pki.operational, 5).await;
     c.send(&raw::connect(&ConnectOpts::new(5, GATEWAY_CODE)))
         .await;
     let ack = c.expect(kind::CONNACK, LONG).await;
@@ -1158,8 +1370,8 @@ async fn shared_subscriptions_are_off_by_default() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_4_8_2_shared_subscriptions_round_robin_within_the_acl() {
     let pki = Pki::generate();
-    let b = BrokerProcess::start(
-        exe(),
+    let b = start(
+        Target::Gatehouse,
         &pki,
         &format!("{ANY_CLIENT_ID}[acl.operational]\nshared_subscriptions = true\n"),
     );
@@ -1173,7 +1385,7 @@ async fn mqtt_4_8_2_shared_subscriptions_round_robin_within_the_acl() {
     let group = format!("$share/workers/{data}");
     let mut members = Vec::new();
     for id in ["GW0001-EEFF-w1", "GW0001-EEFF-w2"] {
-        let mut c = Raw::open(b.mqtt, &pki, &pki.operational, 5).await;
+        let mut c = Raw::open(b.mqtt(), &pki, &pki.operational, 5).await;
         c.send(&raw::connect(&ConnectOpts::new(5, id))).await;
         let ack = c.expect(kind::CONNACK, LONG).await;
         let props = raw::connack_properties(&ack.body).expect("properties");
@@ -1271,11 +1483,11 @@ async fn mqtt_4_8_2_shared_subscriptions_round_robin_within_the_acl() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_3_3_4_9_the_clients_receive_maximum_is_honoured() {
     let pki = Pki::generate();
-    let b = BrokerProcess::start(exe(), &pki, ANY_CLIENT_ID);
+    let b = start(Target::Gatehouse, &pki, ANY_CLIENT_ID);
     let topic = format!("telemetry/{GATEWAY_CODE}/data");
     let receive_max = [0x21, 0x00, 0x02];
     let mut c = Raw::connect(
-        b.mqtt,
+        b.mqtt(),
         &pki,
         &pki.operational,
         &ConnectOpts {
@@ -1342,7 +1554,7 @@ async fn mqtt_3_3_4_9_the_clients_receive_maximum_is_honoured() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_3_1_4_3_a_taken_over_connection_publishes_its_will() {
     let pki = Pki::generate();
-    let b = BrokerProcess::start(exe(), &pki, ANY_CLIENT_ID);
+    let b = start(Target::Gatehouse, &pki, ANY_CLIENT_ID);
     let topic = format!("telemetry/{GATEWAY_CODE}/will");
     let mut sub = subscriber(&b, &pki, 5, &topic, 0).await;
     let expiry = u32_property(0x11, 60);
@@ -1356,7 +1568,7 @@ async fn mqtt_3_1_4_3_a_taken_over_connection_publishes_its_will() {
     ];
     for (level, will_delay, clean, expected) in cases {
         let old = Raw::connect(
-            b.mqtt,
+            b.mqtt(),
             &pki,
             &pki.operational,
             &ConnectOpts {
@@ -1369,7 +1581,7 @@ async fn mqtt_3_1_4_3_a_taken_over_connection_publishes_its_will() {
         )
         .await;
         let new = Raw::connect(
-            b.mqtt,
+            b.mqtt(),
             &pki,
             &pki.operational,
             &ConnectOpts {
