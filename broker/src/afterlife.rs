@@ -102,7 +102,9 @@ impl Admitting {
 impl Drop for Admitting {
     fn drop(&mut self) {
         if self.armed {
-            self.shared.afterlife.abandoned(&self.client_id);
+            self.shared
+                .afterlife
+                .abandoned(&self.shared, &self.client_id);
         }
     }
 }
@@ -124,6 +126,8 @@ struct Entry {
     will: Option<(Publish, Option<PublishProperties>)>,
     /// Clean Start of the last connection admitted.
     clean_start: bool,
+    /// The last admission stopped a pending expiry (a kept session).
+    stopped_expiry: bool,
 }
 
 /// Timers per client id.
@@ -189,8 +193,10 @@ impl Afterlife {
         let entry = entries.entry(client_id.to_owned()).or_default();
         entry.live += 1;
         entry.clean_start = clean_start;
+        entry.stopped_expiry = false;
         if let Some((_, timer)) = entry.timer.take() {
             timer.abort();
+            entry.stopped_expiry = true;
         }
         if let Some(will) = entry.will.take().filter(|_| clean_start) {
             let _ = self.wills.send(will);
@@ -198,7 +204,19 @@ impl Afterlife {
     }
 
     /// An admission after [`Afterlife::connected`] did not become a session.
-    pub(crate) fn abandoned(&self, client_id: &str) {
+    /// If it stopped the expiry of a kept session, that session gets one
+    /// again (the longest allowed: its own is not known any more), so it is
+    /// never kept forever.
+    pub(crate) fn abandoned(&self, shared: &Arc<Shared>, client_id: &str) {
+        let stopped = self.lock().get(client_id).is_some_and(|e| e.stopped_expiry);
+        if stopped {
+            let lifetime = Lifetime {
+                clean_start: false,
+                expiry: shared.config.mqtt.max_session_expiry,
+            };
+            self.ended(shared, client_id, lifetime, None);
+            return;
+        }
         let mut entries = self.lock();
         if let Some(entry) = entries.get_mut(client_id) {
             entry.live = entry.live.saturating_sub(1);
