@@ -20,7 +20,7 @@ use tokio::time::{Instant, timeout_at};
 use tokio_rustls::server::TlsStream;
 
 use crate::afterlife::{Admitting, Lifetime};
-use crate::quota::TopicWindow;
+use crate::quota::{Quota, TopicWindow};
 use crate::server::Shared;
 use crate::session::Session;
 use crate::validate::{self, Violation};
@@ -382,10 +382,54 @@ impl Conn {
         }
         let max_expiry = shared.config.mqtt.max_session_expiry;
         let asked_expiry = props.as_ref().and_then(|p| p.session_expiry_interval);
-        let lifetime = Lifetime::new(v5, connect.clean_session, asked_expiry, max_expiry);
+        let mut lifetime = Lifetime::new(v5, connect.clean_session, asked_expiry, max_expiry);
         // A delayed will or an expiry of this client id's old session does
-        // not happen now [MQTT-3.1.3-9].
-        let admitting = Admitting::new(&shared, &client_id, lifetime.clean_start);
+        // not happen now [MQTT-3.1.3-9]. A session that is to be kept
+        // counts against its kind's limit.
+        let limit = match identity.kind {
+            Kind::Operational => shared.config.mqtt.max_persistent_sessions_operational,
+            Kind::Bootstrap => shared.config.mqtt.max_persistent_sessions_bootstrap,
+        };
+        let keep = (!lifetime.expiry.is_zero()).then_some((identity.kind, limit));
+        let admitting = match Admitting::new(&shared, &client_id, lifetime.clean_start, keep) {
+            Some(a) => a,
+            None => {
+                shared
+                    .metrics
+                    .quota_exceeded
+                    .with_label_values(&[Quota::PersistentSessions.as_str()])
+                    .inc();
+                if !v5 {
+                    let code = ConnectReturnCode::ServiceUnavailable;
+                    self.refuse_connect(
+                        &codec,
+                        &client_id,
+                        (code, code),
+                        Why::Connect {
+                            reason: ConnectRefusal::PersistentSessions,
+                            detail: &format!(
+                                "a persistent session (clean session 0) past the limit of {limit} for {} certificates (mqtt.max_persistent_sessions_{})",
+                                identity.kind.as_str(),
+                                identity.kind.as_str()
+                            ),
+                        },
+                    )
+                    .await;
+                    return None;
+                }
+                // MQTT 5: the session ends with the connection, and the
+                // CONNACK says so (Session Expiry 0).
+                tracing::warn!(
+                    client_id,
+                    kind = identity.kind.as_str(),
+                    limit,
+                    "persistent session refused: its kind is at mqtt.max_persistent_sessions_{}; the session ends with the connection (CONNACK Session Expiry 0)",
+                    identity.kind.as_str()
+                );
+                lifetime.expiry = Duration::ZERO;
+                Admitting::new(&shared, &client_id, lifetime.clean_start, None)?
+            }
+        };
         if lifetime.purge_first() {
             // Clean Start with an expiry: the router would resume the old
             // session if linked to keep this one.

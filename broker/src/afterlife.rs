@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use gatehouse_auth::Kind;
 use rumqttd::Notification;
 use rumqttd::protocol::{Disconnect, DisconnectReasonCode, Packet, Publish, PublishProperties};
 use tokio::sync::mpsc;
@@ -84,13 +85,21 @@ pub(crate) struct Admitting {
 }
 
 impl Admitting {
-    pub(crate) fn new(shared: &Arc<Shared>, client_id: &str, clean_start: bool) -> Admitting {
-        shared.afterlife.connected(client_id, clean_start);
-        Admitting {
+    /// `None` when `keep` asks for a kept session past its kind's limit.
+    pub(crate) fn new(
+        shared: &Arc<Shared>,
+        client_id: &str,
+        clean_start: bool,
+        keep: Option<(Kind, usize)>,
+    ) -> Option<Admitting> {
+        if !shared.afterlife.connected(client_id, clean_start, keep) {
+            return None;
+        }
+        Some(Admitting {
             shared: shared.clone(),
             client_id: client_id.to_owned(),
             armed: true,
-        }
+        })
     }
 
     /// The connection became a session (whose end calls [`Afterlife::ended`]).
@@ -128,12 +137,38 @@ struct Entry {
     clean_start: bool,
     /// The last admission stopped a pending expiry (a kept session).
     stopped_expiry: bool,
+    /// The kind whose persistent-session limit this client id counts
+    /// against (it holds, or is about to hold, a kept session).
+    kept: Option<Kind>,
+}
+
+/// Entries and the persistent sessions counted per kind.
+#[derive(Debug, Default)]
+struct Book {
+    by_id: HashMap<String, Entry>,
+    kept: [usize; 2],
+}
+
+fn kind_index(kind: Kind) -> usize {
+    match kind {
+        Kind::Operational => 0,
+        Kind::Bootstrap => 1,
+    }
+}
+
+impl Book {
+    /// Drops `client_id`'s entry and its count.
+    fn remove(&mut self, client_id: &str) {
+        if let Some(kind) = self.by_id.remove(client_id).and_then(|e| e.kept) {
+            self.kept[kind_index(kind)] -= 1;
+        }
+    }
 }
 
 /// Timers per client id.
 #[derive(Debug)]
 pub(crate) struct Afterlife {
-    entries: Mutex<HashMap<String, Entry>>,
+    entries: Mutex<Book>,
     next: AtomicU64,
     wills: mpsc::UnboundedSender<(Publish, Option<PublishProperties>)>,
 }
@@ -170,13 +205,13 @@ impl Afterlife {
             }
         });
         Ok(Afterlife {
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Book::default()),
             next: AtomicU64::new(0),
             wills,
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Book> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -188,9 +223,37 @@ impl Afterlife {
     ///
     /// [`ended`]: Afterlife::ended
     /// [`abandoned`]: Afterlife::abandoned
-    pub(crate) fn connected(&self, client_id: &str, clean_start: bool) {
-        let mut entries = self.lock();
-        let entry = entries.entry(client_id.to_owned()).or_default();
+    ///
+    /// `keep` names the kind and its limit when the new session is to
+    /// outlive its connection; `false` (and nothing done) when that kind
+    /// already has `limit` kept sessions.
+    pub(crate) fn connected(
+        &self,
+        client_id: &str,
+        clean_start: bool,
+        keep: Option<(Kind, usize)>,
+    ) -> bool {
+        let mut book = self.lock();
+        let counted = book.by_id.get(client_id).and_then(|e| e.kept);
+        match keep {
+            Some((kind, limit)) if counted != Some(kind) => {
+                if book.kept[kind_index(kind)] >= limit {
+                    return false;
+                }
+                book.kept[kind_index(kind)] += 1;
+                if let Some(old) = counted {
+                    book.kept[kind_index(old)] -= 1;
+                }
+            }
+            Some(_) => {}
+            None => {
+                if let Some(old) = counted {
+                    book.kept[kind_index(old)] -= 1;
+                }
+            }
+        }
+        let entry = book.by_id.entry(client_id.to_owned()).or_default();
+        entry.kept = keep.map(|(kind, _)| kind);
         entry.live += 1;
         entry.clean_start = clean_start;
         entry.stopped_expiry = false;
@@ -201,6 +264,7 @@ impl Afterlife {
         if let Some(will) = entry.will.take().filter(|_| clean_start) {
             let _ = self.wills.send(will);
         }
+        true
     }
 
     /// An admission after [`Afterlife::connected`] did not become a session.
@@ -208,7 +272,11 @@ impl Afterlife {
     /// again (the longest allowed: its own is not known any more), so it is
     /// never kept forever.
     pub(crate) fn abandoned(&self, shared: &Arc<Shared>, client_id: &str) {
-        let stopped = self.lock().get(client_id).is_some_and(|e| e.stopped_expiry);
+        let stopped = self
+            .lock()
+            .by_id
+            .get(client_id)
+            .is_some_and(|e| e.stopped_expiry);
         if stopped {
             let lifetime = Lifetime {
                 clean_start: false,
@@ -217,11 +285,11 @@ impl Afterlife {
             self.ended(shared, client_id, lifetime, None);
             return;
         }
-        let mut entries = self.lock();
-        if let Some(entry) = entries.get_mut(client_id) {
+        let mut book = self.lock();
+        if let Some(entry) = book.by_id.get_mut(client_id) {
             entry.live = entry.live.saturating_sub(1);
             if entry.live == 0 && entry.timer.is_none() {
-                entries.remove(client_id);
+                book.remove(client_id);
             }
         }
     }
@@ -232,8 +300,8 @@ impl Afterlife {
         client_id: &str,
         generation: u64,
     ) -> Option<(Publish, Option<PublishProperties>)> {
-        let mut entries = self.lock();
-        let entry = entries.get_mut(client_id)?;
+        let mut book = self.lock();
+        let entry = book.by_id.get_mut(client_id)?;
         if entry.timer.as_ref().is_some_and(|(g, _)| *g == generation) {
             entry.will.take()
         } else {
@@ -251,8 +319,8 @@ impl Afterlife {
         lifetime: Lifetime,
         will: Option<DelayedWill>,
     ) {
-        let mut entries = self.lock();
-        let entry = entries.entry(client_id.to_owned()).or_default();
+        let mut book = self.lock();
+        let entry = book.by_id.entry(client_id.to_owned()).or_default();
         entry.live = entry.live.saturating_sub(1);
         if entry.live > 0 {
             // Taken over [MQTT-3.1.4-3]: the will goes now unless it has a
@@ -264,8 +332,8 @@ impl Afterlife {
             return;
         }
         if will.is_none() && !lifetime.router_keeps() {
-            if entry.live == 0 && entry.timer.is_none() {
-                entries.remove(client_id);
+            if entry.timer.is_none() {
+                book.remove(client_id);
             }
             return;
         }
@@ -296,10 +364,10 @@ impl Afterlife {
     /// Removes the entry if no connection is live and its timer is still
     /// `generation`'s.
     fn take(&self, client_id: &str, generation: u64) -> bool {
-        let mut entries = self.lock();
-        match entries.get(client_id) {
+        let mut book = self.lock();
+        match book.by_id.get(client_id) {
             Some(e) if e.live == 0 && e.timer.as_ref().is_some_and(|(g, _)| *g == generation) => {
-                entries.remove(client_id);
+                book.remove(client_id);
                 true
             }
             _ => false,

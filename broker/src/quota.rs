@@ -21,14 +21,16 @@ pub(crate) enum Quota {
     Subscriptions,
     Retained,
     PartialBytes,
+    PersistentSessions,
 }
 
 impl Quota {
-    pub(crate) const ALL: [Quota; 4] = [
+    pub(crate) const ALL: [Quota; 5] = [
         Quota::NewTopics,
         Quota::Subscriptions,
         Quota::Retained,
         Quota::PartialBytes,
+        Quota::PersistentSessions,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -37,6 +39,7 @@ impl Quota {
             Quota::Subscriptions => "subscriptions_per_client",
             Quota::Retained => "retained_per_client",
             Quota::PartialBytes => "partial_bytes",
+            Quota::PersistentSessions => "persistent_sessions",
         }
     }
 
@@ -47,6 +50,9 @@ impl Quota {
             Quota::Subscriptions => "mqtt.max_subscriptions_per_client",
             Quota::Retained => "mqtt.max_retained_per_client",
             Quota::PartialBytes => "mqtt.max_partial_bytes",
+            Quota::PersistentSessions => {
+                "mqtt.max_persistent_sessions_operational / mqtt.max_persistent_sessions_bootstrap"
+            }
         }
     }
 }

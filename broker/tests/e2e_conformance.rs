@@ -1608,3 +1608,84 @@ async fn mqtt_3_1_4_3_a_taken_over_connection_publishes_its_will() {
         assert_eq!(sub.next(SHORT).await, None, "{what}: nothing more");
     }
 }
+
+/// `mqtt.max_persistent_sessions_*`: sessions kept beyond their connection
+/// count against a per-kind limit. Past it an MQTT 5 client is told Session
+/// Expiry 0 (its session ends with the connection) and a 3.1.1 persistent
+/// CONNECT is refused (return code 3); a kept session that ends frees its
+/// place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_sessions_count_against_a_per_kind_limit() {
+    let pki = Pki::generate();
+    let b = start(
+        Target::Gatehouse,
+        &pki,
+        &format!("{ANY_CLIENT_ID}[mqtt]\nmax_persistent_sessions_operational = 1\n"),
+    );
+    let expiry = u32_property(0x11, 300);
+    let kept = |id| ConnectOpts {
+        clean: false,
+        properties: &expiry,
+        ..ConnectOpts::new(5, id)
+    };
+    let expiry_in = |ack: &raw::Frame| {
+        raw::connack_properties(&ack.body)
+            .expect("properties")
+            .into_iter()
+            .find(|(id, _)| *id == 0x11)
+            .map(|(_, v)| v)
+    };
+    let first = "GW0001-EEFF-a";
+    let second = "GW0001-EEFF-b";
+    let mut a = Raw::open(b.mqtt(), &pki, &pki.operational, 5).await;
+    a.send(&raw::connect(&kept(first))).await;
+    let ack = a.expect(kind::CONNACK, LONG).await;
+    assert_eq!(expiry_in(&ack), None, "the first is kept as asked: {ack:?}");
+    drop(a);
+    let mut c = Raw::open(b.mqtt(), &pki, &pki.operational, 5).await;
+    c.send(&raw::connect(&kept(second))).await;
+    let ack = c.expect(kind::CONNACK, LONG).await;
+    assert_eq!(
+        expiry_in(&ack),
+        Some(vec![0, 0, 0, 0]),
+        "the second is told 0: {ack:?}"
+    );
+    drop(c);
+    tokio::time::sleep(SHORT).await;
+    let mut c = Raw::open(b.mqtt(), &pki, &pki.operational, 5).await;
+    c.send(&raw::connect(&kept(second))).await;
+    let ack = c.expect(kind::CONNACK, LONG).await;
+    assert!(!session_present(&ack), "nothing was kept for it: {ack:?}");
+    drop(c);
+    let mut old = Raw::open(b.mqtt(), &pki, &pki.operational, 4).await;
+    old.send(&raw::connect(&ConnectOpts {
+        clean: false,
+        ..ConnectOpts::new(4, "GW0001-EEFF-c")
+    }))
+    .await;
+    let ack = refused_connack(&mut old).await;
+    assert_eq!(ack.body, [0, 3], "3.1.1: server unavailable: {ack:?}");
+    b.assert_metric(
+        "gatehouse_connect_refused_total{reason=\"persistent_sessions\"}",
+        1.0,
+    );
+    b.assert_metric(
+        "gatehouse_quota_exceeded_total{quota=\"persistent_sessions\"}",
+        3.0,
+    );
+    // The first ends its session (Clean Start, no expiry): room again.
+    drop(
+        Raw::connect(
+            b.mqtt(),
+            &pki,
+            &pki.operational,
+            &ConnectOpts::new(5, first),
+        )
+        .await,
+    );
+    tokio::time::sleep(SHORT).await;
+    let mut c = Raw::open(b.mqtt(), &pki, &pki.operational, 5).await;
+    c.send(&raw::connect(&kept(second))).await;
+    let ack = c.expect(kind::CONNACK, LONG).await;
+    assert_eq!(expiry_in(&ack), None, "kept now: {ack:?}");
+}

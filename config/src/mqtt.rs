@@ -18,6 +18,8 @@ pub(crate) const MAX_RETAINED_PER_CLIENT: usize = 32;
 pub(crate) const RECEIVE_MAXIMUM: usize = 100;
 pub(crate) const TOPIC_ALIAS_MAXIMUM: usize = 10;
 pub(crate) const MAX_SESSION_EXPIRY: &str = "1d";
+pub(crate) const MAX_PERSISTENT_SESSIONS_OPERATIONAL: usize = 10_000;
+pub(crate) const MAX_PERSISTENT_SESSIONS_BOOTSTRAP: usize = 1_000;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,6 +35,8 @@ pub(crate) struct RawMqtt {
     pub receive_maximum: Option<i64>,
     pub topic_alias_maximum: Option<i64>,
     pub max_session_expiry: Option<String>,
+    pub max_persistent_sessions_operational: Option<i64>,
+    pub max_persistent_sessions_bootstrap: Option<i64>,
 }
 
 /// `[mqtt]`: per-session protocol limits of the embedded broker.
@@ -82,6 +86,13 @@ pub struct MqttSettings {
     /// after it disconnects. An expired session is removed from the router:
     /// its subscriptions and queued messages are gone.
     pub max_session_expiry: Duration,
+    /// Client ids with a session kept beyond its connection, per
+    /// certificate kind (router memory, bounded). Past it an MQTT 5 client
+    /// gets Session Expiry 0 in the CONNACK (its session ends with the
+    /// connection) and a 3.1.1 clean session 0 CONNECT is refused (return
+    /// code 3, server unavailable). 0 disables persistent sessions.
+    pub max_persistent_sessions_operational: usize,
+    pub max_persistent_sessions_bootstrap: usize,
 }
 
 impl Validator<'_> {
@@ -149,6 +160,24 @@ impl Validator<'_> {
                 RECEIVE_MAXIMUM,
                 65_535,
             )?,
+            max_persistent_sessions_operational: match raw.max_persistent_sessions_operational {
+                Some(0) => 0,
+                other => self.positive(
+                    "mqtt.max_persistent_sessions_operational",
+                    other,
+                    MAX_PERSISTENT_SESSIONS_OPERATIONAL,
+                    10_000_000,
+                )?,
+            },
+            max_persistent_sessions_bootstrap: match raw.max_persistent_sessions_bootstrap {
+                Some(0) => 0,
+                other => self.positive(
+                    "mqtt.max_persistent_sessions_bootstrap",
+                    other,
+                    MAX_PERSISTENT_SESSIONS_BOOTSTRAP,
+                    10_000_000,
+                )?,
+            },
             max_session_expiry: self.duration(
                 "mqtt.max_session_expiry",
                 raw.max_session_expiry,

@@ -260,8 +260,8 @@ mod tests {
         assert!(s.contains("gatehouse_acl_denials_total{action=\"receive\",kind=\"bootstrap\"}"));
         assert!(s.contains("gatehouse_sessions_active{kind=\"operational\"}"));
         assert!(s.contains("gatehouse_crl_reloads_total{result=\"rollback\"}"));
-        // 2 kinds + 10 results + 5 reasons + 6 denials + 1 + 3 + 1 + 1 + 2
-        assert_eq!(s.len(), 31, "{text}");
+        // 2 kinds + 10 results + 6 reasons + 6 denials + 1 + 3 + 1 + 1 + 2
+        assert_eq!(s.len(), 32, "{text}");
     }
 
     #[test]

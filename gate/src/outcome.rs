@@ -100,6 +100,9 @@ pub enum ConnectRefusal {
     AuthMethod,
     /// The router refused the session (full or gone).
     Router,
+    /// A 3.1.1 persistent session past its kind's limit
+    /// (`mqtt.max_persistent_sessions_*`, embedded broker).
+    PersistentSessions,
     /// The broker could not complete the admission (e.g. Mosquitto could not
     /// set the username).
     Internal,
@@ -107,11 +110,12 @@ pub enum ConnectRefusal {
 
 impl ConnectRefusal {
     /// Every reason, in label order.
-    pub const ALL: [ConnectRefusal; 5] = [
+    pub const ALL: [ConnectRefusal; 6] = [
         ConnectRefusal::ClientId,
         ConnectRefusal::WillAcl,
         ConnectRefusal::AuthMethod,
         ConnectRefusal::Router,
+        ConnectRefusal::PersistentSessions,
         ConnectRefusal::Internal,
     ];
 
@@ -122,6 +126,7 @@ impl ConnectRefusal {
             ConnectRefusal::WillAcl => "will_acl",
             ConnectRefusal::AuthMethod => "auth_method",
             ConnectRefusal::Router => "router",
+            ConnectRefusal::PersistentSessions => "persistent_sessions",
             ConnectRefusal::Internal => "internal",
         }
     }
