@@ -17,19 +17,23 @@ use rumqttd::protocol::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
-use tokio_rustls::server::TlsStream;
 
 use crate::afterlife::{Admitting, Lifetime};
 use crate::quota::{Quota, TopicWindow};
 use crate::server::Shared;
 use crate::session::Session;
 use crate::validate::{self, Violation};
+use crate::websocket::Io;
 use crate::wire::{self, Codec, ConnectPeek, Version};
 
-type Io = TlsStream<TcpStream>;
-
-/// Serves one accepted TCP connection until it closes.
-pub(crate) async fn serve(tcp: TcpStream, peer: std::net::SocketAddr, shared: Arc<Shared>) {
+/// Serves one accepted TCP connection until it closes; `websocket` for the
+/// MQTT-over-WebSocket listener (the upgrade follows the certificate checks).
+pub(crate) async fn serve(
+    tcp: TcpStream,
+    peer: std::net::SocketAddr,
+    shared: Arc<Shared>,
+    websocket: bool,
+) {
     let _ = tcp.set_nodelay(true);
     let started = Instant::now();
     let deadline = started + shared.config.tls.handshake_timeout;
@@ -90,6 +94,32 @@ pub(crate) async fn serve(tcp: TcpStream, peer: std::net::SocketAddr, shared: Ar
         );
     }
     drop(policy);
+    let io = if websocket {
+        let upgrade = crate::websocket::accept(io, shared.config.mqtt.max_packet_size);
+        match timeout_at(deadline, upgrade).await {
+            Ok(Ok(ws)) => Io::Ws(Box::new(ws)),
+            Ok(Err(e)) => {
+                shared
+                    .metrics
+                    .protocol_errors
+                    .with_label_values(&["websocket_upgrade"])
+                    .inc();
+                tracing::info!(%peer, cn = ?identity.cn, error = %e, "WebSocket upgrade refused or failed (MQTT over WebSocket needs Sec-WebSocket-Protocol: mqtt)");
+                return;
+            }
+            Err(_) => {
+                shared
+                    .metrics
+                    .protocol_errors
+                    .with_label_values(&["websocket_upgrade"])
+                    .inc();
+                tracing::info!(%peer, cn = ?identity.cn, "no WebSocket upgrade in time");
+                return;
+            }
+        }
+    } else {
+        Io::Tls(io)
+    };
     shared.metrics.gate.emit(CertificateAccepted);
     shared
         .metrics

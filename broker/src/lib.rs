@@ -43,6 +43,7 @@ mod session;
 mod telemetry;
 pub mod tls;
 pub mod validate;
+mod websocket;
 mod wire;
 
 pub use error::BrokerError;

@@ -153,6 +153,7 @@ impl Metrics {
             "packet_timeout",
             "decoder_refused",
             "receive_maximum_exceeded",
+            "websocket_upgrade",
             "topic_alias_invalid",
             "topic_alias_unknown",
             "unexpected_packet",

@@ -46,11 +46,23 @@ pub(crate) struct Shared {
     pub(crate) afterlife: Afterlife,
 }
 
+/// Accepts on `listener`, or never when there is none.
+async fn accept_opt(
+    listener: Option<&TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The sockets `gatehouse serve` listens on.
 #[derive(Debug)]
 pub struct Listeners {
     pub mqtt: TcpListener,
     pub metrics: Option<TcpListener>,
+    /// MQTT over WebSocket (`[listeners] websocket`), when configured.
+    pub websocket: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -66,7 +78,15 @@ impl Listeners {
             Some(addr) => Some(bind("metrics", addr).await?),
             None => None,
         };
-        Ok(Listeners { mqtt, metrics })
+        let websocket = match config.listeners.websocket {
+            Some(addr) => Some(bind("websocket", addr).await?),
+            None => None,
+        };
+        Ok(Listeners {
+            mqtt,
+            metrics,
+            websocket,
+        })
     }
 }
 
@@ -185,6 +205,10 @@ async fn run_until_router_dies(
 
     let local = listeners.mqtt.local_addr().ok();
     tracing::info!(addr = ?local, max_connections = shared.config.listeners.max_connections, "MQTT over mTLS listening");
+    if let Some(ws) = &listeners.websocket {
+        let addr = ws.local_addr().ok();
+        tracing::info!(addr = ?addr, "MQTT over WebSocket (wss, subprotocol \"mqtt\", same client certificates) listening");
+    }
     // Every connection task holds a clone; `recv` returns None once all are gone.
     let (alive, mut drained) = mpsc::channel::<()>(1);
     let limit = Arc::new(Semaphore::new(shared.config.listeners.max_connections));
@@ -200,7 +224,7 @@ async fn run_until_router_dies(
             }
         });
         loop {
-            let (tcp, peer) = tokio::select! {
+            let ((tcp, peer), websocket) = tokio::select! {
                 _ = &mut shutdown => break,
                 _ = &mut router_watch => {
                     router_died = true;
@@ -210,7 +234,17 @@ async fn run_until_router_dies(
                     break;
                 }
                 accepted = listeners.mqtt.accept() => match accepted {
-                    Ok(a) => a,
+                    Ok(a) => (a, false),
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off.
+                        metrics.accept_errors.inc();
+                        tracing::error!(error = %e, "accept failed (gatehouse_accept_errors_total; if it says 'Too many open files', raise LimitNOFILE / ulimit -n above listeners.max_connections)");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                accepted = accept_opt(listeners.websocket.as_ref()) => match accepted {
+                    Ok(a) => (a, true),
                     Err(e) => {
                         // Out of file descriptors and the like: back off.
                         metrics.accept_errors.inc();
@@ -233,8 +267,13 @@ async fn run_until_router_dies(
                 let _open = GaugeGuard::new(shared.metrics.connections_open.clone());
                 let _permit = permit;
                 let _alive = alive;
-                if let Err(panic) =
-                    CatchUnwind::new(crate::admission::serve(tcp, peer, shared.clone())).await
+                if let Err(panic) = CatchUnwind::new(crate::admission::serve(
+                    tcp,
+                    peer,
+                    shared.clone(),
+                    websocket,
+                ))
+                .await
                 {
                     shared.metrics.session_panics.inc();
                     tracing::error!(%peer, panic, "connection task panicked; its connection is closed and its session state released (gatehouse_session_panics_total)");
@@ -245,6 +284,7 @@ async fn run_until_router_dies(
 
     // Graceful shutdown: stop accepting, tell every session, wait for them.
     drop(listeners.mqtt);
+    drop(listeners.websocket);
     drop(alive);
     let told = shared.registry.signal_all(Control::Shutdown);
     tracing::info!(sessions = told, "shutting down: disconnecting sessions");

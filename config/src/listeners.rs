@@ -22,6 +22,8 @@ pub(crate) struct RawListeners {
     pub metrics: Option<String>,
     pub max_connections: Option<i64>,
     pub drain_timeout: Option<String>,
+    /// `""` or absent: no WebSocket listener.
+    pub websocket: Option<String>,
 }
 
 /// `[listeners]`: sockets of the embedded broker (`gatehouse serve`).
@@ -37,6 +39,9 @@ pub struct ListenerSettings {
     /// On SIGINT/SIGTERM, how long open sessions get to drain before the
     /// process exits anyway.
     pub drain_timeout: Duration,
+    /// MQTT over WebSocket on TLS (`wss`, the same client certificates and
+    /// rules, subprotocol `mqtt`); `None` (the default) when off.
+    pub websocket: Option<SocketAddr>,
 }
 
 impl Validator<'_> {
@@ -61,9 +66,21 @@ impl Validator<'_> {
                 "the metrics listener must use another address than listeners.mqtt",
             ));
         }
+        let websocket = match raw.websocket.as_deref() {
+            None => None,
+            Some(v) if v.trim().is_empty() => None,
+            Some(v) => Some(addr("listeners.websocket", v)?),
+        };
+        if websocket.is_some() && (websocket == Some(mqtt) || websocket == metrics) {
+            return Err(self.invalid(
+                "listeners.websocket",
+                "the WebSocket listener must use another address than listeners.mqtt and listeners.metrics",
+            ));
+        }
         Ok(ListenerSettings {
             mqtt,
             metrics,
+            websocket,
             max_connections: self.positive(
                 "listeners.max_connections",
                 raw.max_connections,

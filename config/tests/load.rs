@@ -339,6 +339,21 @@ fn listeners_and_mqtt_defaults() {
     assert_eq!(c.mqtt.acl_violations_before_disconnect, 10);
     let off = parse("[listeners]\nmetrics = \"\"\n").unwrap();
     assert_eq!(off.listeners.metrics, None);
+    assert_eq!(
+        c.listeners.websocket, None,
+        "MQTT over WebSocket is off by default"
+    );
+    let ws = parse("[listeners]\nwebsocket = \"127.0.0.1:8884\"\n").unwrap();
+    assert_eq!(
+        ws.listeners.websocket.unwrap().to_string(),
+        "127.0.0.1:8884"
+    );
+    assert_eq!(c.mqtt.receive_maximum, 100);
+    assert_eq!(c.mqtt.topic_alias_maximum, 10);
+    assert_eq!(c.mqtt.max_session_expiry, Duration::from_secs(86_400));
+    assert_eq!(c.mqtt.max_persistent_sessions_operational, 10_000);
+    assert_eq!(c.mqtt.max_persistent_sessions_bootstrap, 1_000);
+    assert!(!c.acl.operational.shared_subscriptions && !c.acl.bootstrap.shared_subscriptions);
 }
 
 #[test]
@@ -351,6 +366,9 @@ fn bad_listen_address_names_line_and_key() {
     assert_eq!(e.key(), Some("listeners.metrics"));
     let e = err("[listeners]\nmax_connections = 0\n");
     assert_eq!(e.key(), Some("listeners.max_connections"));
+    let e = err("[listeners]\nmqtt = \"127.0.0.1:2\"\nwebsocket = \"127.0.0.1:2\"\n");
+    assert_eq!(e.key(), Some("listeners.websocket"));
+    assert!(e.to_string().contains("another address"), "{e}");
 }
 
 #[test]

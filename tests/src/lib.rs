@@ -29,3 +29,4 @@ pub mod ports;
 pub mod postgres;
 pub mod provisioning;
 pub mod raw;
+pub mod ws;

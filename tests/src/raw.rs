@@ -120,6 +120,22 @@ fn varint(b: &[u8]) -> Option<(usize, usize)> {
     None
 }
 
+/// Takes the first whole frame off the front of `buf`, if there is one.
+pub fn take_frame(buf: &mut Vec<u8>) -> Option<Frame> {
+    let first = *buf.first()?;
+    let (len, n) = varint(buf.get(1..)?)?;
+    if buf.len() < 1 + n + len {
+        return None;
+    }
+    let body = buf[1 + n..1 + n + len].to_vec();
+    buf.drain(..1 + n + len);
+    Some(Frame {
+        kind: first >> 4,
+        flags: first & 0x0f,
+        body,
+    })
+}
+
 /// The remaining-length encoding of `len`.
 pub fn remaining_length(mut len: usize) -> Vec<u8> {
     let mut out = Vec::new();
@@ -366,18 +382,7 @@ impl Raw {
     }
 
     fn take_frame(&mut self) -> Option<Frame> {
-        let first = *self.buf.first()?;
-        let (len, n) = varint(self.buf.get(1..)?)?;
-        if self.buf.len() < 1 + n + len {
-            return None;
-        }
-        let body = self.buf[1 + n..1 + n + len].to_vec();
-        self.buf.drain(..1 + n + len);
-        Some(Frame {
-            kind: first >> 4,
-            flags: first & 0x0f,
-            body,
-        })
+        take_frame(&mut self.buf)
     }
 
     /// The next frame within `within`; `None` on close or time-out.
