@@ -156,17 +156,10 @@ const ACTIONS: [Action; 3] = [Action::Publish, Action::Subscribe, Action::Receiv
 #[derive(Debug)]
 pub struct Acl {
     limits: Limits,
-    /// Index: `kind_index * 3 + action_index`.
+    /// Index: `Kind::index * 3 + action_index`.
     sets: Vec<RuleSet>,
-    /// Shared subscriptions allowed, by `kind_index`.
+    /// Shared subscriptions allowed, by `Kind::index`.
     shared: [bool; 2],
-}
-
-fn kind_index(kind: Kind) -> usize {
-    match kind {
-        Kind::Operational => 0,
-        Kind::Bootstrap => 1,
-    }
 }
 
 fn action_index(action: Action) -> usize {
@@ -210,7 +203,7 @@ impl Acl {
     /// Whether clients of `kind` may use shared subscriptions (the
     /// subscribe rules then apply to the filter inside `$share/{group}/`).
     pub fn shared_subscriptions(&self, kind: Kind) -> bool {
-        self.shared[kind_index(kind)]
+        self.shared[kind.index()]
     }
 
     /// The topic limits every request is validated against.
@@ -219,7 +212,7 @@ impl Acl {
     }
 
     pub(crate) fn set(&self, kind: Kind, action: Action) -> &RuleSet {
-        &self.sets[kind_index(kind) * 3 + action_index(action)]
+        &self.sets[kind.index() * 3 + action_index(action)]
     }
 
     /// Decides one request. `topic_or_filter` is a topic name for

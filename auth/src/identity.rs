@@ -16,6 +16,14 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// 0 (operational) or 1 (bootstrap): the index of per-kind arrays.
+    pub fn index(self) -> usize {
+        match self {
+            Kind::Operational => 0,
+            Kind::Bootstrap => 1,
+        }
+    }
+
     /// Lower-case name used in logs, metrics labels and config sections.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -149,18 +149,11 @@ struct Book {
     kept: [usize; 2],
 }
 
-fn kind_index(kind: Kind) -> usize {
-    match kind {
-        Kind::Operational => 0,
-        Kind::Bootstrap => 1,
-    }
-}
-
 impl Book {
     /// Drops `client_id`'s entry and its count.
     fn remove(&mut self, client_id: &str) {
         if let Some(kind) = self.by_id.remove(client_id).and_then(|e| e.kept) {
-            self.kept[kind_index(kind)] -= 1;
+            self.kept[kind.index()] -= 1;
         }
     }
 }
@@ -237,18 +230,18 @@ impl Afterlife {
         let counted = book.by_id.get(client_id).and_then(|e| e.kept);
         match keep {
             Some((kind, limit)) if counted != Some(kind) => {
-                if book.kept[kind_index(kind)] >= limit {
+                if book.kept[kind.index()] >= limit {
                     return false;
                 }
-                book.kept[kind_index(kind)] += 1;
+                book.kept[kind.index()] += 1;
                 if let Some(old) = counted {
-                    book.kept[kind_index(old)] -= 1;
+                    book.kept[old.index()] -= 1;
                 }
             }
             Some(_) => {}
             None => {
                 if let Some(old) = counted {
-                    book.kept[kind_index(old)] -= 1;
+                    book.kept[old.index()] -= 1;
                 }
             }
         }
