@@ -96,24 +96,19 @@ pub(crate) async fn serve(
     drop(policy);
     let io = if websocket {
         let upgrade = crate::websocket::accept(io, shared.config.mqtt.max_packet_size);
-        match timeout_at(deadline, upgrade).await {
-            Ok(Ok(ws)) => Io::Ws(Box::new(ws)),
-            Ok(Err(e)) => {
+        let upgraded = match timeout_at(deadline, upgrade).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err("no upgrade within tls.handshake_timeout".to_owned()),
+        };
+        match upgraded {
+            Ok(ws) => Io::Ws(Box::new(ws)),
+            Err(error) => {
                 shared
                     .metrics
                     .protocol_errors
                     .with_label_values(&["websocket_upgrade"])
                     .inc();
-                tracing::info!(%peer, cn = ?identity.cn, error = %e, "WebSocket upgrade refused or failed (MQTT over WebSocket needs Sec-WebSocket-Protocol: mqtt)");
-                return;
-            }
-            Err(_) => {
-                shared
-                    .metrics
-                    .protocol_errors
-                    .with_label_values(&["websocket_upgrade"])
-                    .inc();
-                tracing::info!(%peer, cn = ?identity.cn, "no WebSocket upgrade in time");
+                tracing::info!(%peer, cn = ?identity.cn, error, "WebSocket upgrade refused or failed (MQTT over WebSocket needs Sec-WebSocket-Protocol: mqtt)");
                 return;
             }
         }

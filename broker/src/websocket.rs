@@ -5,6 +5,12 @@
 //! part of a packet or several [MQTT-6.0.0-2]), and everything past the
 //! upgrade is the same session code as for raw MQTT. A text message closes
 //! the connection [MQTT-6.0.0-1].
+//!
+//! tungstenite parses the upgrade request and the WebSocket framing from the
+//! peer's bytes — only after the client certificate was accepted, within
+//! `tls.handshake_timeout`, with the request bounded by tungstenite (64 KiB)
+//! and every message and frame by `mqtt.max_packet_size` (+16). The MQTT
+//! bytes inside then go through the same validator as on the MQTT listener.
 
 use std::io;
 use std::pin::Pin;

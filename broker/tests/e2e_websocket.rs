@@ -8,6 +8,7 @@ mod common;
 use std::net::SocketAddr;
 
 use common::{ANY_CLIENT_ID, LONG, exe};
+use futures_util::SinkExt;
 use gatehouse_tests::broker::BrokerProcess;
 use gatehouse_tests::pki::{GATEWAY_CODE, Pki};
 use gatehouse_tests::ports::free_port;
@@ -109,9 +110,10 @@ async fn mqtt_6_0_0_1_text_messages_and_other_subprotocols_are_refused() {
     assert!(refused.is_err(), "no subprotocol offered: refused");
     let refused = WsClient::connect(ws_addr, &pki, &pki.operational, Some("wamp")).await;
     assert!(refused.is_err(), "another subprotocol: refused");
-    assert!(
-        b.metric("gatehouse_protocol_errors_total{reason=\"websocket_upgrade\"}") >= 2.0,
-        "counted"
+    // Counted (the broker counts after answering, so wait for it).
+    b.wait_metric(
+        "gatehouse_protocol_errors_total{reason=\"websocket_upgrade\"}",
+        |v| v >= 2.0,
     );
     let mut ws = WsClient::connect(ws_addr, &pki, &pki.operational, Some("mqtt"))
         .await
@@ -125,4 +127,34 @@ async fn mqtt_6_0_0_1_text_messages_and_other_subprotocols_are_refused() {
         ws.closed_within(LONG).await,
         "a text message closes the connection"
     );
+}
+
+/// A WebSocket message larger than `mqtt.max_packet_size` (+16) closes that
+/// connection before it is buffered whole; the listener goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_websocket_message_closes_only_its_connection() {
+    let pki = Pki::generate();
+    let (_b, ws_addr) = start(&pki);
+    let mut ws = WsClient::connect(ws_addr, &pki, &pki.operational, Some("mqtt"))
+        .await
+        .expect("upgrade");
+    ws.send(&raw::connect(&ConnectOpts::new(5, GATEWAY_CODE)))
+        .await;
+    ws.next(LONG).await.expect("CONNACK");
+    // 2 MiB against the default max_packet_size of 1 MiB.
+    let _ = ws
+        .ws
+        .send(tokio_tungstenite::tungstenite::Message::Binary(
+            vec![0u8; 2 << 20].into(),
+        ))
+        .await;
+    assert!(ws.closed_within(LONG).await, "closed");
+    let mut again = WsClient::connect(ws_addr, &pki, &pki.operational, Some("mqtt"))
+        .await
+        .expect("a new upgrade");
+    again
+        .send(&raw::connect(&ConnectOpts::new(5, GATEWAY_CODE)))
+        .await;
+    let ack = again.next(LONG).await.expect("CONNACK");
+    assert_eq!(ack.kind, kind::CONNACK, "{ack:?}");
 }

@@ -11,6 +11,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::pin;
+use std::sync::Arc;
 use std::sync::atomic::AtomicU8;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -153,12 +154,7 @@ impl Drop for Session {
         }
         if !self.finished {
             self.finished = true;
-            shared
-                .book
-                .session_end(&self.client_id, self.lifetime.expiry.is_zero());
-            shared
-                .afterlife
-                .ended(&shared, &self.client_id, self.lifetime, None);
+            self.release_client(&shared, None);
             shared
                 .presence
                 .on_disconnect(&self.presence(Some(DisconnectReason::InternalError)));
@@ -421,18 +417,23 @@ impl Session {
             .and_then(|p| p.delay_interval)
             .map_or(Duration::ZERO, |d| Duration::from_secs(d.into()))
             .min(self.lifetime.expiry);
-        let mut publish = will_publish(&will);
-        publish.payload = delivery::stamp(
-            &publish.payload,
-            will.qos as u8,
-            will.retain,
-            &self.client_id,
-        );
         Some(DelayedWill {
             delay,
-            publish,
+            publish: will_publish(&will, &self.client_id),
             properties: props.map(will_properties),
         })
+    }
+
+    /// The client's state outside the router once the session is over:
+    /// the book (a session that does not outlive its connection takes its
+    /// subscriptions along) and the afterlife (delayed will, expiry).
+    fn release_client(&self, shared: &Arc<Shared>, will: Option<DelayedWill>) {
+        shared
+            .book
+            .session_end(&self.client_id, self.lifetime.expiry.is_zero());
+        shared
+            .afterlife
+            .ended(shared, &self.client_id, self.lifetime, will);
     }
 
     /// Queues the end of the session for the router: `will` if given, and
@@ -478,12 +479,7 @@ impl Session {
             });
         }
         self.conn.close().await;
-        shared
-            .book
-            .session_end(&self.client_id, self.lifetime.expiry.is_zero());
-        shared
-            .afterlife
-            .ended(&shared, &self.client_id, self.lifetime, later);
+        self.release_client(&shared, later);
         shared
             .presence
             .on_disconnect(&self.presence(Some(end.reason)));
@@ -546,15 +542,18 @@ fn will_properties(p: LastWillProperties) -> PublishProperties {
     }
 }
 
-/// A QoS 2 will goes to the router as QoS 1, as the session's own QoS 2
-/// PUBLISHes do (the router would otherwise hold it for a PUBREL).
-fn will_publish(will: &LastWill) -> Publish {
-    let mut b = BytesMut::with_capacity(5 + will.topic.len() + will.message.len());
+/// The will as the PUBLISH the router gets, its payload stamped with its
+/// origin (`delivery`). A QoS 2 will goes to the router as QoS 1, as the
+/// session's own QoS 2 PUBLISHes do (the router would otherwise hold it for
+/// a PUBREL).
+fn will_publish(will: &LastWill, client_id: &str) -> Publish {
+    let mut b = BytesMut::with_capacity(5 + will.topic.len());
     let qos = (will.qos as u8).min(1);
     b.put_u8(0x30 | (qos << 1) | u8::from(will.retain));
     b.put_u16(if qos == 0 { 0 } else { 1 });
     b.put_u16(will.topic.len() as u16);
     b.extend_from_slice(&will.topic);
-    b.extend_from_slice(&will.message);
-    Publish::deserialize(Bytes::from(b))
+    let mut publish = Publish::deserialize(b.freeze());
+    publish.payload = delivery::stamp(&will.message, will.qos as u8, will.retain, client_id);
+    publish
 }
