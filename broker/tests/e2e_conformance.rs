@@ -34,6 +34,22 @@ enum Running {
     Mosquitto(Mosquitto),
 }
 
+/// The two tests of a case that also runs against the reference: the
+/// first name against gatehouse, the second against Mosquitto 2.0.11.
+macro_rules! on_both {
+    ($case:ident: $gatehouse:ident, $mosquitto:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $gatehouse() {
+            $case(Target::Gatehouse).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $mosquitto() {
+            $case(Target::Mosquitto).await;
+        }
+    };
+}
+
 /// Mosquitto's rules equal to the default operational rule.
 const MOSQUITTO_ACL: &str = "pattern readwrite telemetry/%u/#\n";
 
@@ -84,6 +100,15 @@ async fn operational(b: &Running, pki: &Pki, level: u8, client_id: &str) -> Raw 
     .await
 }
 
+/// A connection of the operational certificate that sent `opts`, and the
+/// CONNACK it got.
+async fn connack(b: &Running, pki: &Pki, opts: &ConnectOpts<'_>) -> (Raw, raw::Frame) {
+    let mut c = Raw::open(b.mqtt(), pki, &pki.operational, opts.level).await;
+    c.send(&raw::connect(opts)).await;
+    let ack = c.expect(kind::CONNACK, LONG).await;
+    (c, ack)
+}
+
 /// The CONNACK of a connection the broker refused and closed.
 async fn refused_connack(c: &mut Raw) -> raw::Frame {
     let closed = c.closed_within(LONG).await.expect("connection closed");
@@ -127,16 +152,7 @@ async fn mqtt_3_3_1_3_dup_is_not_forwarded_to_subscribers_on(target: Target) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_3_3_1_3_dup_is_not_forwarded_to_subscribers() {
-    mqtt_3_3_1_3_dup_is_not_forwarded_to_subscribers_on(Target::Gatehouse).await;
-}
-
-/// The same case against Mosquitto 2.0.11, the reference.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_3_3_1_3_dup_is_not_forwarded_to_subscribers_mosquitto_reference() {
-    mqtt_3_3_1_3_dup_is_not_forwarded_to_subscribers_on(Target::Mosquitto).await;
-}
+on_both!(mqtt_3_3_1_3_dup_is_not_forwarded_to_subscribers_on: mqtt_3_3_1_3_dup_is_not_forwarded_to_subscribers, mqtt_3_3_1_3_dup_is_not_forwarded_to_subscribers_mosquitto_reference);
 
 /// [MQTT-3.11.3-2]: UNSUBACK has one reason code per filter; 0x11 "No
 /// subscription existed" for a filter the session was not subscribed to.
@@ -183,16 +199,7 @@ async fn mqtt_3_11_3_2_unsuback_says_which_subscriptions_did_not_exist_on(target
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_3_11_3_2_unsuback_says_which_subscriptions_did_not_exist() {
-    mqtt_3_11_3_2_unsuback_says_which_subscriptions_did_not_exist_on(Target::Gatehouse).await;
-}
-
-/// The same case against Mosquitto 2.0.11, the reference.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_3_11_3_2_unsuback_says_which_subscriptions_did_not_exist_mosquitto_reference() {
-    mqtt_3_11_3_2_unsuback_says_which_subscriptions_did_not_exist_on(Target::Mosquitto).await;
-}
+on_both!(mqtt_3_11_3_2_unsuback_says_which_subscriptions_did_not_exist_on: mqtt_3_11_3_2_unsuback_says_which_subscriptions_did_not_exist, mqtt_3_11_3_2_unsuback_says_which_subscriptions_did_not_exist_mosquitto_reference);
 
 /// The Assigned Client Identifier of an operational client's CONNACK.
 fn assigned_client_id(connack: &raw::Frame) -> Option<String> {
@@ -213,13 +220,15 @@ async fn mqtt_3_1_3_7_an_empty_client_id_is_assigned_the_cn() {
     // The default policy: an operational client id must equal the CN.
     let b = start(Target::Gatehouse, &pki, "");
     for clean in [true, false] {
-        let mut c = Raw::open(b.mqtt(), &pki, &pki.operational, 5).await;
-        c.send(&raw::connect(&ConnectOpts {
-            clean,
-            ..ConnectOpts::new(5, "")
-        }))
+        let (mut c, ack) = connack(
+            &b,
+            &pki,
+            &ConnectOpts {
+                clean,
+                ..ConnectOpts::new(5, "")
+            },
+        )
         .await;
-        let ack = c.expect(kind::CONNACK, LONG).await;
         assert_eq!(ack.reason(), 0x00, "clean={clean}: accepted: {ack:?}");
         assert_eq!(
             assigned_client_id(&ack).as_deref(),
@@ -235,10 +244,7 @@ async fn mqtt_3_1_3_7_an_empty_client_id_is_assigned_the_cn() {
         assert_eq!(got.publish(true).map(|(t, _)| t), Some(topic));
     }
     // A client that names itself gets no assigned id.
-    let mut c = Raw::open(b.mqtt(), &pki, &pki.operational, 5).await;
-    c.send(&raw::connect(&ConnectOpts::new(5, GATEWAY_CODE)))
-        .await;
-    let ack = c.expect(kind::CONNACK, LONG).await;
+    let (_c, ack) = connack(&b, &pki, &ConnectOpts::new(5, GATEWAY_CODE)).await;
     assert_eq!((ack.reason(), assigned_client_id(&ack)), (0x00, None));
 }
 
@@ -247,9 +253,7 @@ async fn mqtt_3_1_3_7_an_empty_client_id_is_assigned_the_cn() {
 async fn mqtt_3_1_1_3_1_3_6_an_empty_client_id_with_a_clean_session_is_accepted_on(target: Target) {
     let pki = Pki::generate();
     let b = start(target, &pki, "");
-    let mut c = Raw::open(b.mqtt(), &pki, &pki.operational, 4).await;
-    c.send(&raw::connect(&ConnectOpts::new(4, ""))).await;
-    let ack = c.expect(kind::CONNACK, LONG).await;
+    let (mut c, ack) = connack(&b, &pki, &ConnectOpts::new(4, "")).await;
     assert_eq!(ack.body, [0, 0], "{ack:?}");
     // Its own telemetry subtree is open to it as to GW0001-EEFF.
     let topic = format!("telemetry/{GATEWAY_CODE}/data");
@@ -259,19 +263,7 @@ async fn mqtt_3_1_1_3_1_3_6_an_empty_client_id_with_a_clean_session_is_accepted_
     assert_eq!(ack.body, [0, 1]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_3_1_1_3_1_3_6_an_empty_client_id_with_a_clean_session_is_accepted() {
-    mqtt_3_1_1_3_1_3_6_an_empty_client_id_with_a_clean_session_is_accepted_on(Target::Gatehouse)
-        .await;
-}
-
-/// The same case against Mosquitto 2.0.11, the reference.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_3_1_1_3_1_3_6_an_empty_client_id_with_a_clean_session_is_accepted_mosquitto_reference()
- {
-    mqtt_3_1_1_3_1_3_6_an_empty_client_id_with_a_clean_session_is_accepted_on(Target::Mosquitto)
-        .await;
-}
+on_both!(mqtt_3_1_1_3_1_3_6_an_empty_client_id_with_a_clean_session_is_accepted_on: mqtt_3_1_1_3_1_3_6_an_empty_client_id_with_a_clean_session_is_accepted, mqtt_3_1_1_3_1_3_6_an_empty_client_id_with_a_clean_session_is_accepted_mosquitto_reference);
 
 /// 3.1.1 [MQTT-3.1.3-8]: a zero-byte client id with CleanSession = 0 is
 /// refused with return code 0x02 and the connection closed.
@@ -290,23 +282,7 @@ async fn mqtt_3_1_1_3_1_3_8_an_empty_client_id_with_a_persistent_session_is_refu
     assert_eq!(ack.body, [0, 0x02], "{ack:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_3_1_1_3_1_3_8_an_empty_client_id_with_a_persistent_session_is_refused() {
-    mqtt_3_1_1_3_1_3_8_an_empty_client_id_with_a_persistent_session_is_refused_on(
-        Target::Gatehouse,
-    )
-    .await;
-}
-
-/// The same case against Mosquitto 2.0.11, the reference.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_3_1_1_3_1_3_8_an_empty_client_id_with_a_persistent_session_is_refused_mosquitto_reference()
- {
-    mqtt_3_1_1_3_1_3_8_an_empty_client_id_with_a_persistent_session_is_refused_on(
-        Target::Mosquitto,
-    )
-    .await;
-}
+on_both!(mqtt_3_1_1_3_1_3_8_an_empty_client_id_with_a_persistent_session_is_refused_on: mqtt_3_1_1_3_1_3_8_an_empty_client_id_with_a_persistent_session_is_refused, mqtt_3_1_1_3_1_3_8_an_empty_client_id_with_a_persistent_session_is_refused_mosquitto_reference);
 
 /// A bootstrap certificate must connect as its MAC: an empty client id is
 /// not assigned anything but refused (v5 0x85 Client Identifier not valid).
@@ -468,16 +444,7 @@ async fn mqtt_4_3_3_4_a_qos2_delivery_is_released_after_pubrec_on(target: Target
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_4_3_3_4_a_qos2_delivery_is_released_after_pubrec() {
-    mqtt_4_3_3_4_a_qos2_delivery_is_released_after_pubrec_on(Target::Gatehouse).await;
-}
-
-/// The same case against Mosquitto 2.0.11, the reference.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_4_3_3_4_a_qos2_delivery_is_released_after_pubrec_mosquitto_reference() {
-    mqtt_4_3_3_4_a_qos2_delivery_is_released_after_pubrec_on(Target::Mosquitto).await;
-}
+on_both!(mqtt_4_3_3_4_a_qos2_delivery_is_released_after_pubrec_on: mqtt_4_3_3_4_a_qos2_delivery_is_released_after_pubrec, mqtt_4_3_3_4_a_qos2_delivery_is_released_after_pubrec_mosquitto_reference);
 
 /// [MQTT-4.4.0-1]: QoS 2 state lives with the session. A publisher that
 /// reconnects with a persistent session and sends its unacknowledged
@@ -575,10 +542,7 @@ async fn mqtt_3_3_4_7_receive_maximum_is_announced_and_enforced() {
         &pki,
         &format!("{ANY_CLIENT_ID}[mqtt]\nreceive_maximum = 3\n"),
     );
-    let mut c = Raw::open(b.mqtt(), &pki, &pki.operational, 5).await;
-    c.send(&raw::connect(&ConnectOpts::new(5, GATEWAY_CODE)))
-        .await;
-    let ack = c.expect(kind::CONNACK, LONG).await;
+    let (mut c, ack) = connack(&b, &pki, &ConnectOpts::new(5, GATEWAY_CODE)).await;
     let props = raw::connack_properties(&ack.body).expect("CONNACK properties");
     assert!(
         !props.iter().any(|(id, _)| *id == 0x24),
@@ -638,16 +602,7 @@ async fn mqtt_3_1_2_12_a_qos2_will_is_accepted_and_published_on(target: Target) 
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_3_1_2_12_a_qos2_will_is_accepted_and_published() {
-    mqtt_3_1_2_12_a_qos2_will_is_accepted_and_published_on(Target::Gatehouse).await;
-}
-
-/// The same case against Mosquitto 2.0.11, the reference.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_3_1_2_12_a_qos2_will_is_accepted_and_published_mosquitto_reference() {
-    mqtt_3_1_2_12_a_qos2_will_is_accepted_and_published_on(Target::Mosquitto).await;
-}
+on_both!(mqtt_3_1_2_12_a_qos2_will_is_accepted_and_published_on: mqtt_3_1_2_12_a_qos2_will_is_accepted_and_published, mqtt_3_1_2_12_a_qos2_will_is_accepted_and_published_mosquitto_reference);
 
 /// Subscription options byte: QoS, No Local, Retain As Published, Retain
 /// Handling.
@@ -734,16 +689,7 @@ async fn mqtt_3_8_4_8_delivery_qos_is_the_lower_of_message_and_subscription_on(t
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_3_8_4_8_delivery_qos_is_the_lower_of_message_and_subscription() {
-    mqtt_3_8_4_8_delivery_qos_is_the_lower_of_message_and_subscription_on(Target::Gatehouse).await;
-}
-
-/// The same case against Mosquitto 2.0.11, the reference.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_3_8_4_8_delivery_qos_is_the_lower_of_message_and_subscription_mosquitto_reference() {
-    mqtt_3_8_4_8_delivery_qos_is_the_lower_of_message_and_subscription_on(Target::Mosquitto).await;
-}
+on_both!(mqtt_3_8_4_8_delivery_qos_is_the_lower_of_message_and_subscription_on: mqtt_3_8_4_8_delivery_qos_is_the_lower_of_message_and_subscription, mqtt_3_8_4_8_delivery_qos_is_the_lower_of_message_and_subscription_mosquitto_reference);
 
 /// [MQTT-3.8.3-3]: with No Local a client does not get its own messages on
 /// that subscription; other clients' messages still arrive, and so do its
@@ -796,16 +742,7 @@ async fn mqtt_3_8_3_3_no_local_keeps_a_clients_own_messages_from_it_on(target: T
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_3_8_3_3_no_local_keeps_a_clients_own_messages_from_it() {
-    mqtt_3_8_3_3_no_local_keeps_a_clients_own_messages_from_it_on(Target::Gatehouse).await;
-}
-
-/// The same case against Mosquitto 2.0.11, the reference.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_3_8_3_3_no_local_keeps_a_clients_own_messages_from_it_mosquitto_reference() {
-    mqtt_3_8_3_3_no_local_keeps_a_clients_own_messages_from_it_on(Target::Mosquitto).await;
-}
+on_both!(mqtt_3_8_3_3_no_local_keeps_a_clients_own_messages_from_it_on: mqtt_3_8_3_3_no_local_keeps_a_clients_own_messages_from_it, mqtt_3_8_3_3_no_local_keeps_a_clients_own_messages_from_it_mosquitto_reference);
 
 /// [MQTT-3.3.1-12] / [MQTT-3.3.1-13]: a live message goes out with RETAIN 0
 /// unless the subscription has Retain As Published, then with the RETAIN
@@ -852,16 +789,7 @@ async fn mqtt_3_3_1_13_retain_as_published_keeps_the_retain_flag_on(target: Targ
         .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_3_3_1_13_retain_as_published_keeps_the_retain_flag() {
-    mqtt_3_3_1_13_retain_as_published_keeps_the_retain_flag_on(Target::Gatehouse).await;
-}
-
-/// The same case against Mosquitto 2.0.11, the reference.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_3_3_1_13_retain_as_published_keeps_the_retain_flag_mosquitto_reference() {
-    mqtt_3_3_1_13_retain_as_published_keeps_the_retain_flag_on(Target::Mosquitto).await;
-}
+on_both!(mqtt_3_3_1_13_retain_as_published_keeps_the_retain_flag_on: mqtt_3_3_1_13_retain_as_published_keeps_the_retain_flag, mqtt_3_3_1_13_retain_as_published_keeps_the_retain_flag_mosquitto_reference);
 
 /// [MQTT-3.3.1-9..11] Retain Handling, and [MQTT-3.8.4-3] / [MQTT-3.8.4-4]:
 /// a SUBSCRIBE for a filter the session already has replaces it (its new
@@ -949,16 +877,7 @@ async fn mqtt_3_3_1_10_retain_handling_and_resubscribe_on(target: Target) {
     assert_eq!((got.qos(), got.flags & 1), (1, 0), "{got:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_3_3_1_10_retain_handling_and_resubscribe() {
-    mqtt_3_3_1_10_retain_handling_and_resubscribe_on(Target::Gatehouse).await;
-}
-
-/// The same case against Mosquitto 2.0.11, the reference.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_3_3_1_10_retain_handling_and_resubscribe_mosquitto_reference() {
-    mqtt_3_3_1_10_retain_handling_and_resubscribe_on(Target::Mosquitto).await;
-}
+on_both!(mqtt_3_3_1_10_retain_handling_and_resubscribe_on: mqtt_3_3_1_10_retain_handling_and_resubscribe, mqtt_3_3_1_10_retain_handling_and_resubscribe_mosquitto_reference);
 
 /// Topic Alias property (0x23) of value `alias`.
 fn alias(alias: u16) -> Vec<u8> {
@@ -977,10 +896,7 @@ async fn mqtt_3_3_2_9_topic_aliases_are_resolved_before_the_acl_on(target: Targe
     let b = start(target, &pki, ANY_CLIENT_ID);
     let topic = format!("telemetry/{GATEWAY_CODE}/data");
     let mut sub = subscriber(&b, &pki, 5, &topic, 0).await;
-    let mut c = Raw::open(b.mqtt(), &pki, &pki.operational, 5).await;
-    c.send(&raw::connect(&ConnectOpts::new(5, GATEWAY_CODE)))
-        .await;
-    let ack = c.expect(kind::CONNACK, LONG).await;
+    let (mut c, ack) = connack(&b, &pki, &ConnectOpts::new(5, GATEWAY_CODE)).await;
     let props = raw::connack_properties(&ack.body).expect("CONNACK properties");
     assert!(
         props.contains(&(0x22, 10u16.to_be_bytes().to_vec())),
@@ -1025,16 +941,7 @@ async fn mqtt_3_3_2_9_topic_aliases_are_resolved_before_the_acl_on(target: Targe
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_3_3_2_9_topic_aliases_are_resolved_before_the_acl() {
-    mqtt_3_3_2_9_topic_aliases_are_resolved_before_the_acl_on(Target::Gatehouse).await;
-}
-
-/// The same case against Mosquitto 2.0.11, the reference.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_3_3_2_9_topic_aliases_are_resolved_before_the_acl_mosquitto_reference() {
-    mqtt_3_3_2_9_topic_aliases_are_resolved_before_the_acl_on(Target::Mosquitto).await;
-}
+on_both!(mqtt_3_3_2_9_topic_aliases_are_resolved_before_the_acl_on: mqtt_3_3_2_9_topic_aliases_are_resolved_before_the_acl, mqtt_3_3_2_9_topic_aliases_are_resolved_before_the_acl_mosquitto_reference);
 
 /// [MQTT-3.1.3-10]: the will's properties (here a content type and a user
 /// property) are published with it. (rumqttd's path dropped them.)
@@ -1075,16 +982,7 @@ async fn mqtt_3_1_3_10_will_properties_are_published_with_the_will_on(target: Ta
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_3_1_3_10_will_properties_are_published_with_the_will() {
-    mqtt_3_1_3_10_will_properties_are_published_with_the_will_on(Target::Gatehouse).await;
-}
-
-/// The same case against Mosquitto 2.0.11, the reference.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_3_1_3_10_will_properties_are_published_with_the_will_mosquitto_reference() {
-    mqtt_3_1_3_10_will_properties_are_published_with_the_will_on(Target::Mosquitto).await;
-}
+on_both!(mqtt_3_1_3_10_will_properties_are_published_with_the_will_on: mqtt_3_1_3_10_will_properties_are_published_with_the_will, mqtt_3_1_3_10_will_properties_are_published_with_the_will_mosquitto_reference);
 
 /// A four-byte-integer property (Session Expiry 0x11, Will Delay 0x18).
 fn u32_property(id: u8, value: u32) -> Vec<u8> {
@@ -1116,9 +1014,7 @@ async fn mqtt_3_1_2_23_session_expiry_decides_whether_a_session_outlives_its_con
             properties: props,
             ..ConnectOpts::new(5, MONITOR)
         };
-        let mut c = Raw::open(b.mqtt(), &pki, &pki.operational, 5).await;
-        c.send(&raw::connect(&opts(clean))).await;
-        c.expect(kind::CONNACK, LONG).await;
+        let (mut c, _) = connack(&b, &pki, &opts(clean)).await;
         c.send(&raw::subscribe(5, 1, &[(topic.as_str(), 1)])).await;
         c.expect(kind::SUBACK, LONG).await;
         drop(c);
@@ -1134,9 +1030,7 @@ async fn mqtt_3_1_2_23_session_expiry_decides_whether_a_session_outlives_its_con
             ))
             .await;
         publisher.expect(kind::PUBACK, LONG).await;
-        let mut c = Raw::open(b.mqtt(), &pki, &pki.operational, 5).await;
-        c.send(&raw::connect(&opts(false))).await;
-        let ack = c.expect(kind::CONNACK, LONG).await;
+        let (mut c, ack) = connack(&b, &pki, &opts(false)).await;
         assert_eq!(
             session_present(&ack),
             kept,
@@ -1167,23 +1061,7 @@ async fn mqtt_3_1_2_23_session_expiry_decides_whether_a_session_outlives_its_con
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_3_1_2_23_session_expiry_decides_whether_a_session_outlives_its_connection() {
-    mqtt_3_1_2_23_session_expiry_decides_whether_a_session_outlives_its_connection_on(
-        Target::Gatehouse,
-    )
-    .await;
-}
-
-/// The same case against Mosquitto 2.0.11, the reference.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_3_1_2_23_session_expiry_decides_whether_a_session_outlives_its_connection_mosquitto_reference()
- {
-    mqtt_3_1_2_23_session_expiry_decides_whether_a_session_outlives_its_connection_on(
-        Target::Mosquitto,
-    )
-    .await;
-}
+on_both!(mqtt_3_1_2_23_session_expiry_decides_whether_a_session_outlives_its_connection_on: mqtt_3_1_2_23_session_expiry_decides_whether_a_session_outlives_its_connection, mqtt_3_1_2_23_session_expiry_decides_whether_a_session_outlives_its_connection_mosquitto_reference);
 
 /// §3.1.2.11.2 / `mqtt.max_session_expiry`: a session ends when its expiry
 /// has passed (removed from the router: no Session Present, no queued
@@ -1205,9 +1083,7 @@ async fn an_expired_session_is_removed() {
             properties: if level == 5 { &asked } else { &[] },
             ..ConnectOpts::new(level, MONITOR)
         };
-        let mut c = Raw::open(b.mqtt(), &pki, &pki.operational, level).await;
-        c.send(&raw::connect(&opts)).await;
-        let ack = c.expect(kind::CONNACK, LONG).await;
+        let (mut c, ack) = connack(&b, &pki, &opts).await;
         if level == 5 {
             let props = raw::connack_properties(&ack.body).expect("properties");
             assert!(
@@ -1221,9 +1097,7 @@ async fn an_expired_session_is_removed() {
         drop(c);
         // Within the expiry the session is there...
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        let mut c = Raw::open(b.mqtt(), &pki, &pki.operational, level).await;
-        c.send(&raw::connect(&opts)).await;
-        let ack = c.expect(kind::CONNACK, LONG).await;
+        let (c, ack) = connack(&b, &pki, &opts).await;
         assert!(
             session_present(&ack),
             "v{level}: resumed within 1 s: {ack:?}"
@@ -1231,9 +1105,7 @@ async fn an_expired_session_is_removed() {
         drop(c);
         // ...and gone after it.
         tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-        let mut c = Raw::open(b.mqtt(), &pki, &pki.operational, level).await;
-        c.send(&raw::connect(&opts)).await;
-        let ack = c.expect(kind::CONNACK, LONG).await;
+        let (mut c, ack) = connack(&b, &pki, &opts).await;
         assert!(!session_present(&ack), "v{level}: expired: {ack:?}");
         let mut publisher = operational(&b, &pki, level, GATEWAY_CODE).await;
         publisher
@@ -1344,10 +1216,7 @@ async fn mqtt_3_1_3_9_a_delayed_will_waits_and_a_reconnect_cancels_it() {
 async fn shared_subscriptions_are_off_by_default() {
     let pki = Pki::generate();
     let b = start(Target::Gatehouse, &pki, ANY_CLIENT_ID);
-    let mut c = Raw::open(b.mqtt(), &pki, &pki.operational, 5).await;
-    c.send(&raw::connect(&ConnectOpts::new(5, GATEWAY_CODE)))
-        .await;
-    let ack = c.expect(kind::CONNACK, LONG).await;
+    let (mut c, ack) = connack(&b, &pki, &ConnectOpts::new(5, GATEWAY_CODE)).await;
     let props = raw::connack_properties(&ack.body).expect("properties");
     assert!(props.contains(&(0x2A, vec![0])), "{props:?}");
     let shared = format!("$share/g/telemetry/{GATEWAY_CODE}/data");
@@ -1385,9 +1254,7 @@ async fn mqtt_4_8_2_shared_subscriptions_round_robin_within_the_acl() {
     let group = format!("$share/workers/{data}");
     let mut members = Vec::new();
     for id in ["GW0001-EEFF-w1", "GW0001-EEFF-w2"] {
-        let mut c = Raw::open(b.mqtt(), &pki, &pki.operational, 5).await;
-        c.send(&raw::connect(&ConnectOpts::new(5, id))).await;
-        let ack = c.expect(kind::CONNACK, LONG).await;
+        let (mut c, ack) = connack(&b, &pki, &ConnectOpts::new(5, id)).await;
         let props = raw::connack_properties(&ack.body).expect("properties");
         assert!(props.contains(&(0x2A, vec![1])), "{props:?}");
         c.send(&raw::subscribe(
@@ -1637,14 +1504,10 @@ async fn persistent_sessions_count_against_a_per_kind_limit() {
     };
     let first = "GW0001-EEFF-a";
     let second = "GW0001-EEFF-b";
-    let mut a = Raw::open(b.mqtt(), &pki, &pki.operational, 5).await;
-    a.send(&raw::connect(&kept(first))).await;
-    let ack = a.expect(kind::CONNACK, LONG).await;
+    let (a, ack) = connack(&b, &pki, &kept(first)).await;
     assert_eq!(expiry_in(&ack), None, "the first is kept as asked: {ack:?}");
     drop(a);
-    let mut c = Raw::open(b.mqtt(), &pki, &pki.operational, 5).await;
-    c.send(&raw::connect(&kept(second))).await;
-    let ack = c.expect(kind::CONNACK, LONG).await;
+    let (c, ack) = connack(&b, &pki, &kept(second)).await;
     assert_eq!(
         expiry_in(&ack),
         Some(vec![0, 0, 0, 0]),
@@ -1652,9 +1515,7 @@ async fn persistent_sessions_count_against_a_per_kind_limit() {
     );
     drop(c);
     tokio::time::sleep(SHORT).await;
-    let mut c = Raw::open(b.mqtt(), &pki, &pki.operational, 5).await;
-    c.send(&raw::connect(&kept(second))).await;
-    let ack = c.expect(kind::CONNACK, LONG).await;
+    let (c, ack) = connack(&b, &pki, &kept(second)).await;
     assert!(!session_present(&ack), "nothing was kept for it: {ack:?}");
     drop(c);
     let mut old = Raw::open(b.mqtt(), &pki, &pki.operational, 4).await;
@@ -1684,8 +1545,6 @@ async fn persistent_sessions_count_against_a_per_kind_limit() {
         .await,
     );
     tokio::time::sleep(SHORT).await;
-    let mut c = Raw::open(b.mqtt(), &pki, &pki.operational, 5).await;
-    c.send(&raw::connect(&kept(second))).await;
-    let ack = c.expect(kind::CONNACK, LONG).await;
+    let (_c, ack) = connack(&b, &pki, &kept(second)).await;
     assert_eq!(expiry_in(&ack), None, "kept now: {ack:?}");
 }
