@@ -520,6 +520,7 @@ impl Conn {
         let _ = codec.write(Packet::ConnAck(ack, props), &mut self.wbuf);
         let kind = identity.kind;
         let metrics = &shared.metrics;
+        let flow_queue = crate::flow::Flow::queue(&client_id);
         let session = Session {
             deny_publish: metrics.gate.acl_denials(kind, Action::Publish),
             deny_subscribe: metrics.gate.acl_denials(kind, Action::Subscribe),
@@ -554,6 +555,10 @@ impl Conn {
             partial_held: 0,
             partial_since: None,
             quota_logged: Default::default(),
+            flow_queue,
+            flow_matches: Default::default(),
+            waiting: None,
+            drops: Default::default(),
             router_released: false,
             finished: false,
         };

@@ -29,6 +29,7 @@ mod afterlife;
 pub mod devpki;
 mod error;
 pub mod fleet;
+mod flow;
 mod guard;
 mod health;
 pub mod limits;

@@ -24,6 +24,8 @@ pub struct Metrics {
     pub protocol_errors: IntCounterVec,
     pub tls_reloads: IntCounterVec,
     pub puback_withheld: IntCounterVec,
+    pub messages_dropped: IntCounterVec,
+    pub publish_waits: IntCounter,
     pub session_panics: IntCounter,
     pub router_failures: IntCounter,
     pub accept_errors: IntCounter,
@@ -119,6 +121,17 @@ impl Metrics {
                 "gatehouse_puback_withheld_total",
                 "QoS 1 PUBACKs not sent because ingest could not make the message durable (ingest.ack = \"durable\"), by reason",
                 &["reason"],
+            )?,
+            messages_dropped: counter_vec(
+                &r,
+                "gatehouse_messages_dropped_total",
+                "Messages the broker did not deliver to a subscriber, by reason (subscriber_full: a QoS 0 PUBLISH waited 5 s for a full subscriber queue, mqtt.max_queued_*; packet_too_large: above the subscriber's Maximum Packet Size; not_authorized: the receive rules deny it) and QoS",
+                &["reason", "qos"],
+            )?,
+            publish_waits: counter(
+                &r,
+                "gatehouse_publish_waits_total",
+                "PUBLISHes that waited for room in a connected subscriber's queue (mqtt.max_queued_messages / max_queued_bytes): backpressure, the publisher's socket was not read meanwhile",
             )?,
             session_panics: counter(
                 &r,

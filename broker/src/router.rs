@@ -6,11 +6,12 @@
 use rumqttd::local::{LinkBuilder, LinkError, LinkRx, LinkTx};
 use rumqttd::{Notification, RouterConfig};
 
-/// Bytes of recent messages the router keeps per topic log, times
-/// [`SEGMENTS`]. Bounds memory per active topic; a persistent session that
-/// is offline for longer than the log holds misses the oldest messages.
-const SEGMENT_BYTES: usize = 64 * 1024;
-const SEGMENTS: usize = 2;
+/// Bytes of one segment of the router's log per subscription filter. The
+/// router keeps [`crate::flow::router_segments`] of them per filter: enough
+/// that a connected subscriber within `mqtt.max_queued_bytes` never loses a
+/// message (see `flow`); a persistent session that is offline for longer
+/// than the log holds misses the oldest messages.
+pub(crate) const SEGMENT_BYTES: usize = 64 * 1024;
 
 /// A link, or why the router refused it.
 pub(crate) type Link = Result<(LinkTx, LinkRx, Notification), String>;
@@ -68,14 +69,17 @@ impl RouterWatch {
 impl RouterHandle {
     /// Starts the router thread, and the watchdog link that tells when it
     /// has died.
-    pub(crate) fn start(max_connections: usize) -> Result<(RouterHandle, RouterWatch), String> {
+    pub(crate) fn start(
+        max_connections: usize,
+        segments: usize,
+    ) -> Result<(RouterHandle, RouterWatch), String> {
         let config = RouterConfig {
             // Headroom over the accept limit for the watchdog and will links
             // and the short links that end expired sessions.
             max_connections: max_connections + 8,
             max_outgoing_packet_count: 1000,
             max_segment_size: SEGMENT_BYTES,
-            max_segment_count: SEGMENTS,
+            max_segment_count: segments,
             ..Default::default()
         };
         // The sender's type is private to rumqttd: keep it inside a closure.
@@ -122,7 +126,7 @@ mod tests {
     /// subscription exists.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn watchdog_sees_the_router_die() {
-        let (handle, watch) = RouterHandle::start(8).expect("router");
+        let (handle, watch) = RouterHandle::start(8, 2).expect("router");
         let died = tokio::spawn(watch.died());
         let (mut tx, _rx, _) = handle.link("victim", true).expect("link");
         tx.subscribe("a/#").expect("subscribe");

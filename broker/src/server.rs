@@ -14,13 +14,14 @@ use tokio::sync::{Semaphore, broadcast, mpsc};
 
 use crate::afterlife::Afterlife;
 use crate::error::BrokerError;
+use crate::flow::{self, Flow};
 use crate::guard::{CatchUnwind, GaugeGuard};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::presence::PresenceSink;
 use crate::quota::{ClientBook, PartialBudget};
 use crate::registry::{Control, Registry};
-use crate::router::RouterHandle;
+use crate::router::{self, RouterHandle};
 use crate::telemetry::Telemetry;
 use crate::tls::TlsStore;
 
@@ -44,6 +45,8 @@ pub(crate) struct Shared {
     pub(crate) partial: PartialBudget,
     /// Session expiry and delayed wills.
     pub(crate) afterlife: Afterlife,
+    /// Connected subscribers' queues: publishers wait for room (`flow`).
+    pub(crate) flow: Flow,
 }
 
 /// Accepts on `listener`, or never when there is none.
@@ -139,8 +142,11 @@ async fn run_until_router_dies(
         tracing::info!("[ingest] enabled = false: telemetry is not stored by this broker");
         (None, None)
     };
-    let (router, router_watch) =
-        RouterHandle::start(config.listeners.max_connections).map_err(BrokerError::RouterStart)?;
+    let (router, router_watch) = RouterHandle::start(
+        config.listeners.max_connections,
+        flow::router_segments(config.mqtt.max_queued_bytes, router::SEGMENT_BYTES),
+    )
+    .map_err(BrokerError::RouterStart)?;
     let health = Arc::new(Health::default());
     let afterlife = Afterlife::start(&router).map_err(BrokerError::RouterStart)?;
     let shared = Arc::new(Shared {
@@ -152,6 +158,10 @@ async fn run_until_router_dies(
         ),
         partial: PartialBudget::new(config.mqtt.max_partial_bytes),
         afterlife,
+        flow: Flow::new(
+            config.mqtt.max_queued_messages,
+            config.mqtt.max_queued_bytes,
+        ),
         telemetry: Telemetry::new(ingest, &config.ingest, metrics.puback_withheld.clone()),
         policy,
         revocation: revocation.clone(),

@@ -20,6 +20,8 @@ pub(crate) const TOPIC_ALIAS_MAXIMUM: usize = 10;
 pub(crate) const MAX_SESSION_EXPIRY: &str = "1d";
 pub(crate) const MAX_PERSISTENT_SESSIONS_OPERATIONAL: usize = 10_000;
 pub(crate) const MAX_PERSISTENT_SESSIONS_BOOTSTRAP: usize = 1_000;
+pub(crate) const MAX_QUEUED_MESSAGES: usize = 1_000;
+pub(crate) const MAX_QUEUED_BYTES: usize = 256 * 1024;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +39,8 @@ pub(crate) struct RawMqtt {
     pub max_session_expiry: Option<String>,
     pub max_persistent_sessions_operational: Option<i64>,
     pub max_persistent_sessions_bootstrap: Option<i64>,
+    pub max_queued_messages: Option<i64>,
+    pub max_queued_bytes: Option<i64>,
 }
 
 /// `[mqtt]`: per-session protocol limits of the embedded broker.
@@ -93,6 +97,20 @@ pub struct MqttSettings {
     /// code 3, server unavailable). 0 disables persistent sessions.
     pub max_persistent_sessions_operational: usize,
     pub max_persistent_sessions_bootstrap: usize,
+    /// Messages routed to a connected subscriber and not yet taken by its
+    /// session (the router's log behind its cursor and its link buffer).
+    /// A PUBLISH that would pass it waits: the publishing session stops
+    /// reading its socket until the subscriber catches up, so TCP slows
+    /// the device down. Publishers on topics the subscriber does not match
+    /// are not affected. A QoS 0 message that waits longer than 5 s is
+    /// dropped (counted in `gatehouse_messages_dropped_total`); QoS 1 and 2
+    /// wait unacknowledged.
+    pub max_queued_messages: usize,
+    /// The same bound in bytes (topic + payload). The router keeps enough
+    /// history per subscription filter that nothing within the bound can be
+    /// overwritten before the subscriber reads it. One message larger than
+    /// the bound still goes to an empty queue.
+    pub max_queued_bytes: usize,
 }
 
 impl Validator<'_> {
@@ -178,6 +196,18 @@ impl Validator<'_> {
                     10_000_000,
                 )?,
             },
+            max_queued_messages: self.positive(
+                "mqtt.max_queued_messages",
+                raw.max_queued_messages,
+                MAX_QUEUED_MESSAGES,
+                1_000_000,
+            )?,
+            max_queued_bytes: self.positive(
+                "mqtt.max_queued_bytes",
+                raw.max_queued_bytes,
+                MAX_QUEUED_BYTES,
+                1 << 30,
+            )?,
             max_session_expiry: self.duration(
                 "mqtt.max_session_expiry",
                 raw.max_session_expiry,

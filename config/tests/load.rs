@@ -353,6 +353,8 @@ fn listeners_and_mqtt_defaults() {
     assert_eq!(c.mqtt.max_session_expiry, Duration::from_secs(86_400));
     assert_eq!(c.mqtt.max_persistent_sessions_operational, 10_000);
     assert_eq!(c.mqtt.max_persistent_sessions_bootstrap, 1_000);
+    assert_eq!(c.mqtt.max_queued_messages, 1_000);
+    assert_eq!(c.mqtt.max_queued_bytes, 256 * 1024);
     assert!(!c.acl.operational.shared_subscriptions && !c.acl.bootstrap.shared_subscriptions);
 }
 

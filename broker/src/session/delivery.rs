@@ -35,6 +35,11 @@ pub(crate) struct Origin {
     pub(crate) client_id: Bytes,
 }
 
+/// Bytes [`stamp`] puts in front of a payload published by `client_id`.
+pub(crate) fn stamp_len(client_id: &str) -> usize {
+    3 + client_id.len().min(usize::from(u16::MAX))
+}
+
 /// The payload of a PUBLISH about to be routed, with its origin in front.
 pub(crate) fn stamp(payload: &[u8], qos: u8, retain: bool, client_id: &str) -> Bytes {
     let id = &client_id.as_bytes()[..client_id.len().min(usize::from(u16::MAX))];

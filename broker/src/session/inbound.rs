@@ -5,7 +5,8 @@ use gatehouse_acl::{Action, Decision, Subject};
 use gatehouse_ingest::{Ack, AckWaiter};
 use rumqttd::protocol::{
     DisconnectReasonCode, Packet, PingResp, PubAckReason, PubComp, PubCompReason, PubRecReason,
-    Publish, RetainForwardRule, SubAck, SubscribeReasonCode, UnsubAck, UnsubAckReason, Unsubscribe,
+    Publish, PublishProperties, RetainForwardRule, SubAck, SubscribeReasonCode, UnsubAck,
+    UnsubAckReason, Unsubscribe,
 };
 use std::borrow::Cow;
 use std::sync::atomic::Ordering;
@@ -14,7 +15,8 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::delivery;
-use super::{End, Session, SubOptions, reason_byte};
+use super::{End, QOS0_MAX_WAIT, Session, SubOptions, Waiting, reason_byte};
+use crate::flow::Full;
 use crate::presence::DisconnectReason;
 use crate::quota::{Qos2In, Quota};
 use crate::telemetry::Telemetry;
@@ -29,7 +31,8 @@ impl Session {
         let max = self.shared().config.mqtt.max_packet_size;
         let version = self.codec.version();
         let mut packets = 0;
-        loop {
+        // A PUBLISH waiting for room holds back the packets behind it.
+        while self.waiting.is_none() {
             let header = match validate::fixed_header(version, &self.conn.rbuf, max, false) {
                 Ok(Some(h)) => h,
                 Ok(None) => break,
@@ -239,7 +242,12 @@ impl Session {
                                     replaced.push(delivery::router_filter(&f.path).into_owned());
                                 }
                             }
-                            None => self.subscriptions.push((f.path.clone(), options)),
+                            None => {
+                                if inner.is_none() {
+                                    shared.flow.subscribe(&f.path, &self.flow_queue);
+                                }
+                                self.subscriptions.push((f.path.clone(), options));
+                            }
                         }
                         codes.push(None);
                         f.path = delivery::router_filter(&f.path).into_owned();
@@ -293,7 +301,13 @@ impl Session {
                     .filters
                     .iter()
                     .map(|filter| {
+                        let before = self.subscriptions.len();
                         self.subscriptions.retain(|(p, _)| p != filter);
+                        if before != self.subscriptions.len()
+                            && delivery::shared_inner(filter).is_none()
+                        {
+                            self.conn.shared.flow.unsubscribe(filter, &self.flow_queue);
+                        }
                         let existed = self.conn.shared.book.unsubscribe(&self.client_id, filter);
                         if existed || !v5 {
                             UnsubAckReason::Success
@@ -373,7 +387,7 @@ impl Session {
     async fn publish(
         &mut self,
         mut publish: Publish,
-        mut props: Option<rumqttd::protocol::PublishProperties>,
+        mut props: Option<PublishProperties>,
         qos: u8,
         pkid: u16,
     ) -> Result<(), End> {
@@ -454,15 +468,7 @@ impl Session {
                 return self.refuse_publish(Quota::Retained, qos, pkid);
             }
             shared.metrics.messages_in.inc();
-            let durable = self.ingest(&shared.telemetry, &publish, qos).await;
-            if qos > 0 && shared.telemetry.durable() {
-                self.held_acks.routed(pkid, qos, durable);
-            } else if qos == 2 {
-                self.qos2_routing.insert(pkid);
-            }
-            publish.payload =
-                delivery::stamp(&publish.payload, qos, publish.retain, &self.client_id);
-            self.to_router.push(Packet::Publish(publish, props));
+            self.route(publish, props, qos, pkid, None).await;
             return Ok(());
         }
         self.deny_publish.inc();
@@ -489,6 +495,85 @@ impl Session {
         Ok(())
     }
 
+    /// Hands an allowed PUBLISH on once every connected subscriber it goes
+    /// to has room for it (`flow`); otherwise it waits in `waiting` and the
+    /// socket is not read until there is room (or, QoS 0, `give_up`).
+    async fn route(
+        &mut self,
+        publish: Publish,
+        props: Option<PublishProperties>,
+        qos: u8,
+        pkid: u16,
+        give_up: Option<Instant>,
+    ) {
+        let shared = self.conn.shared.clone();
+        let size = flow_size(&publish.topic, publish.payload.len(), &self.client_id);
+        let queues = shared.flow.matching(&mut self.flow_matches, &publish.topic);
+        if let Err(Full(full)) = shared.flow.reserve(queues, size) {
+            shared.metrics.publish_waits.inc();
+            tracing::debug!(client_id = ?self.client_id, subscriber = ?full.client_id, queued = ?full.load(), "PUBLISH waits for room in a subscriber's queue; not reading this client meanwhile");
+            let give_up = give_up.or_else(|| (qos == 0).then(|| Instant::now() + QOS0_MAX_WAIT));
+            self.waiting = Some(Waiting {
+                publish,
+                props,
+                qos,
+                pkid,
+                full,
+                give_up,
+            });
+            return;
+        }
+        self.forward(publish, props, qos, pkid).await;
+    }
+
+    /// To ingest and the router, with the acknowledgement arranged.
+    async fn forward(
+        &mut self,
+        mut publish: Publish,
+        props: Option<PublishProperties>,
+        qos: u8,
+        pkid: u16,
+    ) {
+        let shared = self.conn.shared.clone();
+        let durable = self.ingest(&shared.telemetry, &publish, qos).await;
+        if qos > 0 && shared.telemetry.durable() {
+            self.held_acks.routed(pkid, qos, durable);
+        } else if qos == 2 {
+            self.qos2_routing.insert(pkid);
+        }
+        publish.payload = delivery::stamp(&publish.payload, qos, publish.retain, &self.client_id);
+        self.to_router.push(Packet::Publish(publish, props));
+    }
+
+    /// The queue a PUBLISH waited on has room (or a QoS 0 one gave up):
+    /// route it, then read on.
+    pub(super) async fn room(&mut self, gave_up: bool) -> Result<(), End> {
+        if let Some(w) = self.waiting.take() {
+            if gave_up {
+                self.abandon(w);
+            } else {
+                self.route(w.publish, w.props, w.qos, w.pkid, w.give_up)
+                    .await;
+            }
+        }
+        // The packets that arrived behind it (this also sends to the router).
+        self.received().await.map(|_| ())
+    }
+
+    /// A waiting PUBLISH that will not go on (its QoS 0 wait ran out, or
+    /// the session ended). QoS 1 and 2 were never acknowledged: the client
+    /// sends them again.
+    pub(super) fn abandon(&mut self, w: Waiting) {
+        match w.qos {
+            0 => self.dropped("subscriber_full", 0, &w.full.client_id),
+            // Its retransmission is a new message, not a duplicate.
+            2 => {
+                self.conn.shared.book.qos2_released(&self.client_id, w.pkid);
+            }
+            _ => {}
+        }
+    }
+
     /// Hands an allowed PUBLISH on the telemetry filter to ingest, as
     /// (receive time, CN, topic, payload). With `ingest.ack = "durable"` and
     /// QoS 1 or 2, returns the waiter that fires once the record is durable. Never
@@ -507,4 +592,10 @@ impl Session {
             None
         }
     }
+}
+
+/// What a routed message weighs in a subscriber's queue: topic and the
+/// payload as the router stores it (with its origin header, `delivery`).
+pub(super) fn flow_size(topic: &[u8], payload_len: usize, client_id: &str) -> usize {
+    topic.len() + payload_len + delivery::stamp_len(client_id)
 }

@@ -32,6 +32,7 @@ use tokio::time::Instant;
 
 use crate::admission::Conn;
 use crate::afterlife::{DelayedWill, Lifetime};
+use crate::flow::{Matches, Queue};
 use crate::guard::GaugeGuard;
 use crate::presence::{DisconnectReason, PresenceEvent};
 use crate::quota::{Quota, TopicWindow};
@@ -48,6 +49,31 @@ mod outbound;
 
 pub(crate) use delivery::SubOptions;
 pub(crate) use outbound::InFlight;
+
+/// Longest a QoS 0 PUBLISH waits for room in a subscriber's queue before
+/// it is dropped (counted and logged); QoS 1 and 2 wait unacknowledged.
+const QOS0_MAX_WAIT: Duration = Duration::from_secs(5);
+
+/// A PUBLISH that passed every check and waits for room in a connected
+/// subscriber's queue before it goes to the router.
+pub(crate) struct Waiting {
+    publish: Publish,
+    props: Option<PublishProperties>,
+    qos: u8,
+    pkid: u16,
+    /// The queue that had no room.
+    full: Arc<Queue>,
+    /// When a QoS 0 message gives up.
+    give_up: Option<Instant>,
+}
+
+/// Drops are counted each; the log says so at most once a minute per
+/// session, with how many since.
+#[derive(Debug, Default)]
+pub(crate) struct DropLog {
+    unlogged: u64,
+    logged_at: Option<Instant>,
+}
 
 /// Most router notifications handled per wake-up before writing.
 const NOTIFICATION_BATCH: usize = 256;
@@ -124,6 +150,16 @@ pub(crate) struct Session {
     pub(crate) partial_since: Option<Instant>,
     /// Quotas already reported in this session's log (once each).
     pub(crate) quota_logged: AtomicU8,
+    /// What is routed to this session and not yet taken from the router
+    /// (`flow`): publishers wait while it is full.
+    pub(crate) flow_queue: Arc<Queue>,
+    /// The subscriber queues of the topic this session last published to.
+    pub(crate) flow_matches: Matches,
+    /// A PUBLISH waiting for room in a subscriber's queue; the socket is
+    /// not read meanwhile.
+    pub(crate) waiting: Option<Waiting>,
+    /// Messages this session dropped since it last said so in the log.
+    pub(crate) drops: DropLog,
     /// The router has been told the session ended (will and DISCONNECT).
     pub(crate) router_released: bool,
     /// `finish` ran to its end (presence and client book updated).
@@ -219,6 +255,11 @@ impl Session {
             .session_start(&self.client_id, self.lifetime.clean_start);
         if !self.lifetime.clean_start {
             self.subscriptions = shared.book.subscriptions(&self.client_id);
+            for (filter, _) in &self.subscriptions {
+                if delivery::shared_inner(filter).is_none() {
+                    shared.flow.subscribe(filter, &self.flow_queue);
+                }
+            }
         }
         shared.presence.on_connect(&self.presence(None));
         let end = match self.start(&mut control).await {
@@ -258,7 +299,11 @@ impl Session {
                 return Err(end);
             }
         };
-        self.account_partial(packets > 0)?;
+        if self.waiting.is_none() {
+            // While a PUBLISH waits, the buffer holds whole packets that
+            // are not read yet, not a packet arriving slowly.
+            self.account_partial(packets > 0)?;
+        }
         Ok(packets)
     }
 
@@ -295,6 +340,21 @@ impl Session {
         loop {
             let keepalive_at = last_rx + self.keepalive;
             let packet_due = self.partial_since.map(|t| t + packet_timeout);
+            let shared = self.conn.shared.clone();
+            let waiting = self.waiting.as_ref().map(|w| (w.full.clone(), w.give_up));
+            let room = async {
+                match &waiting {
+                    Some((full, Some(give_up))) => tokio::select! {
+                        _ = shared.flow.room(full) => false,
+                        _ = tokio::time::sleep_until(*give_up) => true,
+                    },
+                    Some((full, None)) => {
+                        shared.flow.room(full).await;
+                        false
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 c = control.recv() => {
@@ -302,7 +362,14 @@ impl Session {
                         return end;
                     }
                 }
-                r = self.conn.io.read_buf(&mut self.conn.rbuf) => {
+                gave_up = room, if waiting.is_some() => {
+                    if let Err(end) = self.room(gave_up).await {
+                        return end;
+                    }
+                    // The client was not read while it waited.
+                    last_rx = Instant::now();
+                }
+                r = self.conn.io.read_buf(&mut self.conn.rbuf), if waiting.is_none() => {
                     match r {
                         Ok(0) => return End::new(DisconnectReason::ConnectionLost, None, true),
                         Err(e) => {
@@ -346,7 +413,7 @@ impl Session {
                 _ = self.held_acks.durable(), if self.held_acks.head_waits_for_ingest() => {
                     self.release_held_acks();
                 }
-                _ = tokio::time::sleep_until(keepalive_at) => {
+                _ = tokio::time::sleep_until(keepalive_at), if waiting.is_none() => {
                     return End::new(DisconnectReason::KeepaliveTimeout, Some(0x8D), true);
                 }
                 _ = tokio::time::sleep_until(packet_due.unwrap_or(keepalive_at)), if packet_due.is_some() => {
@@ -397,6 +464,43 @@ impl Session {
         })
     }
 
+    /// Counts a message not delivered (`gatehouse_messages_dropped_total`).
+    fn count_drop(&self, reason: &'static str, qos: u8) {
+        const QOS: [&str; 3] = ["0", "1", "2"];
+        self.shared()
+            .metrics
+            .messages_dropped
+            .with_label_values(&[reason, QOS[usize::from(qos.min(2))]])
+            .inc();
+    }
+
+    /// Counts a dropped message and says so in the log at most once a
+    /// minute per session, with how many went since the last line.
+    fn dropped(&mut self, reason: &'static str, qos: u8, subscriber: &str) {
+        self.count_drop(reason, qos);
+        self.drops.unlogged += 1;
+        let now = Instant::now();
+        if self
+            .drops
+            .logged_at
+            .is_some_and(|at| now.duration_since(at) < Duration::from_secs(60))
+        {
+            return;
+        }
+        let what = match reason {
+            "subscriber_full" => {
+                "QoS 0 message dropped: a subscriber's queue stayed full for 5 s (it reads slower than this topic is published; raise mqtt.max_queued_messages / max_queued_bytes if its bursts are legitimate)"
+            }
+            "packet_too_large" => {
+                "message not delivered: larger than the Maximum Packet Size this client asked for"
+            }
+            _ => "message dropped",
+        };
+        tracing::warn!(client_id = ?self.client_id, subscriber, reason, qos, dropped = self.drops.unlogged, "{what}; counted in gatehouse_messages_dropped_total (logged at most once a minute per session)");
+        self.drops.unlogged = 0;
+        self.drops.logged_at = Some(now);
+    }
+
     fn write(&mut self, packet: Packet) {
         if let Err(e) = self.codec.write(packet, &mut self.conn.wbuf) {
             tracing::error!(client_id = ?self.client_id, error = ?e, "cannot encode packet");
@@ -427,7 +531,11 @@ impl Session {
     /// The client's state outside the router once the session is over:
     /// the book (a session that does not outlive its connection takes its
     /// subscriptions along) and the afterlife (delayed will, expiry).
-    fn release_client(&self, shared: &Arc<Shared>, will: Option<DelayedWill>) {
+    fn release_client(&mut self, shared: &Arc<Shared>, will: Option<DelayedWill>) {
+        shared.flow.close(&self.flow_queue);
+        if let Some(w) = self.waiting.take() {
+            self.abandon(w);
+        }
         shared
             .book
             .session_end(&self.client_id, self.lifetime.expiry.is_zero());

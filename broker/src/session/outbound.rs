@@ -287,6 +287,14 @@ impl Session {
     /// (`delivery`), the client's Maximum Packet Size, then out.
     fn deliver(&mut self, mut publish: Publish, props: Option<PublishProperties>) {
         let shared = self.conn.shared.clone();
+        if !publish.retain {
+            // Taken from the router: room in this subscriber's queue. (A
+            // retained message sent for a SUBSCRIBE was never counted.)
+            shared.flow.release(
+                &self.flow_queue,
+                publish.topic.len() + publish.payload.len(),
+            );
+        }
         let subject = Subject::new(self.identity.kind, &self.identity.cn, &self.client_id);
         let decision = shared.policy.load().decide(
             &shared.revocation,
@@ -314,6 +322,7 @@ impl Session {
             )
         } else {
             self.deny_receive.inc();
+            self.count_drop("not_authorized", router_qos);
             let topic = String::from_utf8_lossy(&topic);
             let subject = Subject::new(self.identity.kind, &self.identity.cn, &self.client_id);
             tracing::warn!(client_id = ?self.client_id, "{}", shared.policy.load().acl.explain_decision(&subject, Action::Receive, &topic, decision));
@@ -335,6 +344,8 @@ impl Session {
             .is_some_and(|max| self.conn.wbuf.len() - start > max);
         if too_big {
             self.conn.wbuf.truncate(start);
+            let client_id = self.client_id.clone();
+            self.dropped("packet_too_large", qos, &client_id);
         } else {
             shared.metrics.messages_out.inc();
         }
