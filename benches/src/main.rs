@@ -8,6 +8,7 @@ mod fleet;
 mod ingest_sink;
 mod plugin_cost;
 mod report;
+mod saturate;
 mod scenario;
 mod target;
 
@@ -52,7 +53,8 @@ CRL polled every 250 ms, Mosquitto with set_tcp_nodelay true, a fresh broker
 process for every run.";
 
 const SUITE_HELP: &str = "\
-suite runs connect, publish QoS 0, publish QoS 1, ingest and revoke against
+suite runs connect, publish QoS 0 and 1 (flat out), saturate QoS 0 and 1,
+ingest and revoke (--only to pick) against
 embedded, mosquitto-plugin and mosquitto-acl (connect also against the bare
 rustls server), interleaved (A B C A B C ...), then prints the median of the
 rounds for every figure and the ratios embedded/mosquitto-acl,
@@ -90,6 +92,19 @@ enum Cmd {
     /// RSS (/proc/<pid>), measured for --duration after --warmup.
     #[command(after_help = TARGETS_HELP)]
     Publish(PublishArgs),
+    /// Highest rate with nothing lost and p99 <= 10 ms, then 4x that:
+    /// goodput and exact loss.
+    ///
+    /// --gateways publishers on telemetry/{cn}/data, one subscriber on
+    /// telemetry/+/data; every payload carries its publisher and a sequence
+    /// number, and after each step (fresh connections, drained until quiet)
+    /// every message is accounted: lost, lost after PUBACK (QoS 1),
+    /// duplicated, reordered. The rate doubles from --rate (default 5000)
+    /// until a step fails, then is bisected to within 10 %; steps last
+    /// min(--duration, 4 s). Then 4x the highest passing rate for --duration:
+    /// goodput (distinct messages delivered per second) and loss.
+    #[command(after_help = TARGETS_HELP)]
+    Saturate(PublishArgs),
     /// Hold idle mTLS sessions: broker RSS per session.
     ///
     /// Holds --gateways idle sessions (source addresses spread over
@@ -307,6 +322,10 @@ struct SuiteArgs {
     /// figures meaningless (1 s runs, 0.5 s warm-up, 5,000 ingest messages)
     #[arg(long)]
     quick: bool,
+    /// Run only these scenarios, comma-separated (connect, publish-qos0,
+    /// publish-qos1, saturate-qos0, saturate-qos1, ingest, revoke)
+    #[arg(long, value_name = "LIST")]
+    only: Option<String>,
     /// Rounds of every scenario x contender (0 counts as 1) [default: 3; --quick: 1]
     #[arg(long, value_name = "N", value_parser = at_least_one)]
     rounds: Option<usize>,
@@ -538,23 +557,8 @@ fn run(cmd: Cmd) -> Result<(), String> {
                 },
             },
         ),
-        Cmd::Publish(a) => (
-            "publish",
-            Opts {
-                broker: a.broker,
-                harness: a.harness,
-                database_url: None,
-                params: Params {
-                    gateways: a.gateways,
-                    qos1: a.qos.qos1,
-                    duration: a.window.duration,
-                    warmup: a.window.warmup,
-                    rate: a.rate.rate,
-                    inflight: a.inflight.inflight,
-                    ..Params::default()
-                },
-            },
-        ),
+        Cmd::Publish(a) => ("publish", publish_opts(a)),
+        Cmd::Saturate(a) => ("saturate", publish_opts(a)),
         Cmd::Idle(a) => (
             "idle",
             Opts {
@@ -601,6 +605,24 @@ fn run(cmd: Cmd) -> Result<(), String> {
     single(scenario, &o)
 }
 
+/// `publish` and `saturate` take the same options.
+fn publish_opts(a: PublishArgs) -> Opts {
+    Opts {
+        broker: a.broker,
+        harness: a.harness,
+        database_url: None,
+        params: Params {
+            gateways: a.gateways,
+            qos1: a.qos.qos1,
+            duration: a.window.duration,
+            warmup: a.window.warmup,
+            rate: a.rate.rate,
+            inflight: a.inflight.inflight,
+            ..Params::default()
+        },
+    }
+}
+
 fn runtime(threads: usize) -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
@@ -622,7 +644,7 @@ struct Env {
 
 fn fleet_size(scenario: &str, p: &Params) -> usize {
     match scenario {
-        "publish" | "ingest" => p.gateways + 1,
+        "publish" | "saturate" | "ingest" => p.gateways + 1,
         "revoke" => 1,
         _ => p.gateways,
     }
@@ -687,6 +709,8 @@ fn run_one(env: &mut Env, o: &Opts, kind: Kind, scenario: &str, round: usize) ->
     let label = match scenario {
         "publish" if p.qos1 => "publish-qos1",
         "publish" => "publish-qos0",
+        "saturate" if p.qos1 => "saturate-qos1",
+        "saturate" => "saturate-qos0",
         s => s,
     };
     let url = if scenario == "ingest" {
@@ -725,6 +749,7 @@ fn run_one(env: &mut Env, o: &Opts, kind: Kind, scenario: &str, round: usize) ->
     let report = match scenario {
         "connect" => env.rt.block_on(scenario::connect(gws, &running, p)),
         "publish" => env.rt.block_on(scenario::publish(gws, &running, p)),
+        "saturate" => env.rt.block_on(saturate::saturate(gws, &running, p)),
         "idle" => env.rt.block_on(scenario::idle(gws, &running, p)),
         "ingest" => match &url {
             Some(url) => env.rt.block_on(scenario::ingest(gws, &running, url, p)),
@@ -811,6 +836,29 @@ const HEADLINES: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "saturate-qos0",
+        &[
+            "zero-loss rate",
+            "p99 at zero-loss rate",
+            "delivered/broker CPU-s at zero-loss rate",
+            "overload goodput",
+            "overload goodput / zero-loss rate",
+            "overload lost",
+        ],
+    ),
+    (
+        "saturate-qos1",
+        &[
+            "zero-loss rate",
+            "p99 at zero-loss rate",
+            "delivered/broker CPU-s at zero-loss rate",
+            "overload goodput",
+            "overload goodput / zero-loss rate",
+            "overload lost",
+            "lost after PUBACK (all steps)",
+        ],
+    ),
+    (
         "ingest",
         &[
             "rows/s end to end",
@@ -893,6 +941,26 @@ fn suite(a: SuiteArgs) -> Result<(), String> {
             },
         ),
         (
+            "saturate-qos0",
+            "saturate",
+            Params {
+                gateways: pub_gws,
+                qos1: false,
+                rate: 0,
+                ..base.clone()
+            },
+        ),
+        (
+            "saturate-qos1",
+            "saturate",
+            Params {
+                gateways: pub_gws,
+                qos1: true,
+                rate: 0,
+                ..base.clone()
+            },
+        ),
+        (
             "ingest",
             "ingest",
             Params {
@@ -912,6 +980,26 @@ fn suite(a: SuiteArgs) -> Result<(), String> {
             },
         ),
     ];
+    let plan: Vec<_> = match &a.only {
+        Some(only) => {
+            let wanted: Vec<&str> = only.split(',').map(str::trim).collect();
+            for w in &wanted {
+                if !plan.iter().any(|(l, _, _)| l == w) {
+                    return Err(format!(
+                        "--only: no scenario {w:?} (one of: {})",
+                        plan.iter()
+                            .map(|(l, _, _)| *l)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+            }
+            plan.into_iter()
+                .filter(|(l, _, _)| wanted.contains(l))
+                .collect()
+        }
+        None => plan,
+    };
     let mut reports: Vec<Report> = Vec::new();
     for (label, scenario, params) in &plan {
         o.params = params.clone();

@@ -58,7 +58,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// PUBLISHes written per TLS record when a publisher is behind schedule.
 const BATCH: u64 = 32;
 
-fn now_us() -> u64 {
+pub(crate) fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
@@ -78,7 +78,7 @@ fn payload(out: &mut Vec<u8>, code: &str, seq: u64) {
     );
 }
 
-fn sent_at(payload: &[u8]) -> Option<u64> {
+pub(crate) fn sent_at(payload: &[u8]) -> Option<u64> {
     let at = payload.windows(5).position(|w| w == b",\"t\":")? + 5;
     let digits = payload[at..]
         .iter()
@@ -87,7 +87,7 @@ fn sent_at(payload: &[u8]) -> Option<u64> {
     Some(digits)
 }
 
-fn cpu_delta(pid: Option<u32>, before: Option<f64>) -> Option<f64> {
+pub(crate) fn cpu_delta(pid: Option<u32>, before: Option<f64>) -> Option<f64> {
     Some(cpu_seconds(pid?)? - before?)
 }
 
@@ -211,9 +211,11 @@ struct Window {
 
 /// One publisher: connects, then sends on `telemetry/{cn}/data` until
 /// `stop_at` (or `limit` messages), at `rate` msg/s (0 = flat out), QoS 1
-/// with at most `inflight` unacknowledged.
+/// with at most `inflight` unacknowledged. Returns (sent, PUBACKed): the
+/// first PUBACKed messages are sequence numbers `0..acked` (PUBACKs come in
+/// order).
 #[allow(clippy::too_many_arguments)]
-async fn publisher(
+pub(crate) async fn publisher(
     gw: (String, Arc<rustls::ClientConfig>),
     addr: std::net::SocketAddr,
     qos1: bool,
@@ -222,7 +224,7 @@ async fn publisher(
     stop_at: Option<Instant>,
     limit: Option<u64>,
     sent: Arc<AtomicU64>,
-) -> Result<u64, String> {
+) -> Result<(u64, u64), String> {
     let (code, tls) = gw;
     let stream = client::connect(addr, tls, &code, None, CONNECT_TIMEOUT)
         .await
@@ -307,7 +309,7 @@ async fn publisher(
     let _ = wr.flush().await;
     let _ = wr.shutdown().await;
     reader.abort();
-    Ok(seq)
+    Ok((seq, acked.load(Ordering::Relaxed)))
 }
 
 struct SubResult {
@@ -315,30 +317,31 @@ struct SubResult {
     lat_us: Vec<u32>,
 }
 
+/// What a subscriber does with each payload it receives.
+pub(crate) trait Sink: Send + 'static {
+    fn payload(&mut self, payload: &[u8]);
+}
+
 /// The subscriber on its own OS thread and runtime (the publishers in this
-/// process cannot starve it): subscribes to `telemetry/+/data`, counts what
-/// arrives inside the window and records latencies from the payload.
-fn spawn_subscriber(
+/// process cannot starve it): subscribes to `telemetry/+/data`, acknowledges
+/// QoS 1 deliveries and hands every payload to `sink` until `stop`; returns
+/// the sink (with what it gathered) when the thread ends.
+pub(crate) fn spawn_reader<S: Sink>(
     gw: (String, Arc<rustls::ClientConfig>),
     addr: std::net::SocketAddr,
     qos1: bool,
-    window: Arc<Mutex<Option<Window>>>,
-    delivered: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
-) -> Result<std::thread::JoinHandle<SubResult>, String> {
+    mut sink: S,
+) -> Result<std::thread::JoinHandle<S>, String> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
     let handle = std::thread::spawn(move || {
-        let mut res = SubResult {
-            count: 0,
-            lat_us: Vec::new(),
-        };
         favour_this_thread();
         let Ok(rt) = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
         else {
             let _ = ready_tx.send(Err("subscriber runtime".into()));
-            return res;
+            return sink;
         };
         rt.block_on(async {
             let (code, tls) = gw;
@@ -372,7 +375,6 @@ fn spawn_subscriber(
                 }
             }
             let mut acks = Vec::with_capacity(4096);
-            let (mut start, mut end) = (None, None);
             // One long-lived reading future (never cancelled mid-frame; the
             // watchdog only drops it when the run is over).
             let reading = async {
@@ -386,24 +388,7 @@ fn spawn_subscriber(
                     if let Some(pid) = pid {
                         client::puback(&mut acks, pid);
                     }
-                    delivered.fetch_add(1, Ordering::Relaxed);
-                    if start.is_none() {
-                        if let Some(w) = window.lock().expect("lock").as_ref() {
-                            start = Some(w.start);
-                            end = Some(w.end);
-                        }
-                    }
-                    if let (Some(s), Some(e)) = (start, end) {
-                        let now = Instant::now();
-                        if now >= s && now < e {
-                            res.count += 1;
-                            if let Some(t) = sent_at(pl) {
-                                res.lat_us.push(
-                                    now_us().saturating_sub(t).min(u64::from(u32::MAX)) as u32,
-                                );
-                            }
-                        }
-                    }
+                    sink.payload(pl);
                     if !acks.is_empty() && (frames.drained() || acks.len() >= 4000) {
                         if wr.write_all(&acks).await.is_err() {
                             break;
@@ -414,7 +399,7 @@ fn spawn_subscriber(
             };
             let watchdog = async {
                 while !stop.load(Ordering::Relaxed) {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             };
             tokio::select! {
@@ -423,12 +408,63 @@ fn spawn_subscriber(
             }
             let _ = wr.write_all(&client::DISCONNECT).await;
         });
-        res
+        sink
     });
     ready_rx
         .recv()
         .map_err(|_| "subscriber thread died".to_string())??;
     Ok(handle)
+}
+
+/// The `publish` subscriber: counts what arrives inside the window and
+/// records latencies from the payload.
+struct WindowSink {
+    window: Arc<Mutex<Option<Window>>>,
+    delivered: Arc<AtomicU64>,
+    bounds: Option<(Instant, Instant)>,
+    res: SubResult,
+}
+
+impl Sink for WindowSink {
+    fn payload(&mut self, pl: &[u8]) {
+        self.delivered.fetch_add(1, Ordering::Relaxed);
+        if self.bounds.is_none() {
+            if let Some(w) = self.window.lock().expect("lock").as_ref() {
+                self.bounds = Some((w.start, w.end));
+            }
+        }
+        if let Some((s, e)) = self.bounds {
+            let now = Instant::now();
+            if now >= s && now < e {
+                self.res.count += 1;
+                if let Some(t) = sent_at(pl) {
+                    self.res
+                        .lat_us
+                        .push(now_us().saturating_sub(t).min(u64::from(u32::MAX)) as u32);
+                }
+            }
+        }
+    }
+}
+
+fn spawn_subscriber(
+    gw: (String, Arc<rustls::ClientConfig>),
+    addr: std::net::SocketAddr,
+    qos1: bool,
+    window: Arc<Mutex<Option<Window>>>,
+    delivered: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<WindowSink>, String> {
+    let sink = WindowSink {
+        window,
+        delivered,
+        bounds: None,
+        res: SubResult {
+            count: 0,
+            lat_us: Vec::new(),
+        },
+    };
+    spawn_reader(gw, addr, qos1, stop, sink)
 }
 
 /// Gives the calling thread priority (nice -10) over the publishers that
@@ -546,7 +582,7 @@ async fn publish_inner(
     // Let the tail drain, then stop the subscriber.
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
-    let res = sub.join().map_err(|_| "subscriber panicked")?;
+    let res = sub.join().map_err(|_| "subscriber panicked")?.res;
     drop(progress);
     if let Some(e) = failure {
         return Err(e);
