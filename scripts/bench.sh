@@ -20,7 +20,7 @@ log() { printf '\n== %s\n' "$*" >&2; }
 
 # The same system packages as the tests (PostgreSQL, Mosquitto, headers for
 # the plugin), plus taskset (util-linux) for pinning.
-APT_PACKAGES=(gcc pkg-config ca-certificates postgresql util-linux procps
+APT_PACKAGES=(gcc make pkg-config ca-certificates postgresql util-linux procps
     mosquitto mosquitto-dev libmosquitto-dev libclang-dev libssl-dev)
 . scripts/ensure-packages.sh
 ensure_packages "${APT_PACKAGES[@]}"

@@ -12,7 +12,7 @@ log() { printf '\n== %s\n' "$*"; }
 # util-linux: setpriv (runs them as `postgres`); procps: kill;
 # mosquitto-clients: mosquitto_pub/mosquitto_sub in the broker tests;
 # curl openssl jq unzip: the provisioning walkthrough test (README).
-APT_PACKAGES=(gcc pkg-config ca-certificates postgresql util-linux procps
+APT_PACKAGES=(gcc make pkg-config ca-certificates postgresql util-linux procps
     curl openssl jq unzip
     # Mosquitto plugin: headers for bindgen (+ libclang), libcrypto to link,
     # the broker and its command-line clients for the end-to-end tests.

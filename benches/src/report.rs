@@ -126,6 +126,24 @@ pub(crate) fn percentile(sorted: &[u32], p: f64) -> Option<f64> {
 }
 
 /// CPU seconds (user + system, all threads) a process has used so far.
+/// (steal, total) CPU time of the whole machine so far, in ticks
+/// (`/proc/stat`): steal is time the hypervisor gave another guest.
+pub(crate) fn machine_steal() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu = stat.lines().next()?.strip_prefix("cpu ")?;
+    let ticks: Vec<u64> = cpu
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    Some((*ticks.get(7)?, ticks.iter().take(8).sum()))
+}
+
+/// Steal as a share of all CPU time between two [`machine_steal`] readings, %.
+pub(crate) fn steal_percent(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> Option<f64> {
+    let ((s0, t0), (s1, t1)) = (before?, after?);
+    (t1 > t0).then(|| (s1 - s0) as f64 / (t1 - t0) as f64 * 100.0)
+}
+
 pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 2..];

@@ -15,7 +15,8 @@
 //! (connections settling); loss counts all.
 //!
 //! The search doubles the rate from `--rate` (default 5000 msg/s) until a
-//! step fails, then bisects between the last pass and the first failure to
+//! step fails (a step that lost nothing but missed the latency bound is run
+//! once more, and the better run counts), then bisects between the last pass and the first failure to
 //! within 10 %. The overload step offers 4× the highest passing rate for
 //! `--duration` (10 s) and reports goodput (distinct messages delivered per second of the
 //! step) and loss.
@@ -26,7 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::fleet::Gateway;
-use crate::report::{Report, cpu_seconds, percentile};
+use crate::report::{Report, cpu_seconds, machine_steal, percentile, steal_percent};
 use crate::scenario::{Params, Sink, cpu_delta, now_us, publisher, sent_at, spawn_reader};
 use crate::target::Running;
 
@@ -256,6 +257,7 @@ async fn saturate_inner(
     p: &Params,
     r: &mut Report,
 ) -> Result<(), String> {
+    let steal0 = machine_steal();
     let mut rate = if p.rate > 0 { p.rate as f64 } else { 5000.0 };
     let mut best: Option<Step> = None;
     let mut failed: Option<f64> = None;
@@ -268,8 +270,23 @@ async fn saturate_inner(
         MAX_STEPS
     };
     for n in 0..max_steps {
-        let s = step(gws, t, p, rate, step_len).await?;
+        let mut s = step(gws, t, p, rate, step_len).await?;
         lost_acked += s.lost_acked;
+        if !s.passes() && s.lost == 0 {
+            // Latency alone failed: one stall of a few tens of ms (the
+            // machine, not the broker) is enough at 1 % of a 4 s step, so
+            // such a step is run once more and the better run counts.
+            let again = step(gws, t, p, rate, step_len).await?;
+            lost_acked += again.lost_acked;
+            eprintln!(
+                "  step {} (again): p99 {}",
+                n + 1,
+                again.p99_ms.map_or("-".into(), |v| format!("{v:.1} ms"))
+            );
+            if again.passes() {
+                s = again;
+            }
+        }
         eprintln!(
             "  step {}: {:>8.0} msg/s offered, sent {}, lost {}, p99 {} -> {}",
             n + 1,
@@ -324,6 +341,13 @@ async fn saturate_inner(
             "msg",
         );
     }
+    // A virtual machine's CPU taken by the hypervisor shows as latency
+    // spikes that fail the p99 bound of a step at any rate.
+    r.push(
+        "machine CPU steal",
+        steal_percent(steal0, machine_steal()),
+        "%",
+    );
     Ok(())
 }
 
