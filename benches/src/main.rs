@@ -774,6 +774,20 @@ fn run_one(env: &mut Env, o: &Opts, kind: Kind, scenario: &str, round: usize) ->
         },
         other => unreachable!("scenario {other}"),
     };
+    let mut report = report;
+    if let (Some(cpu), Some(pid), false) =
+        (o.harness.pin_broker, running.pid, kind == Kind::External)
+    {
+        // Every broker thread, also those started during the run, stayed
+        // on the broker's CPU (else its CPU figures are not one core's).
+        let outside = target::unpinned_threads(pid, cpu);
+        if !outside.is_empty() && report.error.is_none() {
+            report.error = Some(format!(
+                "{} broker thread(s) ran outside CPU {cpu} (--pin-broker): {outside:?}",
+                outside.len()
+            ));
+        }
+    }
     drop(running);
     report
 }

@@ -208,17 +208,50 @@ impl Running {
 
 /// `taskset -a -p -c CPU PID`: every thread of `pid` on one CPU.
 pub(crate) fn pin(pid: u32, cpu: usize) -> Result<(), String> {
-    let out = Command::new("taskset")
-        .args(["-a", "-p", "-c", &cpu.to_string(), &pid.to_string()])
-        .output()
-        .map_err(|e| format!("taskset: {e} (install util-linux)"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "taskset -c {cpu} {pid} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+    // A thread started while taskset walks the process's threads can keep
+    // the old mask (its creator was not pinned yet): check every thread and
+    // go again until none is left outside.
+    for _ in 0..5 {
+        let out = Command::new("taskset")
+            .args(["-a", "-p", "-c", &cpu.to_string(), &pid.to_string()])
+            .output()
+            .map_err(|e| format!("taskset: {e} (install util-linux)"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "taskset -c {cpu} {pid} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        if unpinned_threads(pid, cpu).is_empty() {
+            return Ok(());
+        }
     }
-    Ok(())
+    Err(format!(
+        "threads of {pid} still run outside CPU {cpu}: {:?}",
+        unpinned_threads(pid, cpu)
+    ))
+}
+
+/// Threads of `pid` allowed on any CPU but `cpu` (`Cpus_allowed_list` in
+/// `/proc/<pid>/task/<tid>/status`).
+pub(crate) fn unpinned_threads(pid: u32, cpu: usize) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let want = cpu.to_string();
+    tasks
+        .filter_map(|t| t.ok())
+        .filter_map(|t| {
+            let tid: u32 = t.file_name().to_str()?.parse().ok()?;
+            let status = std::fs::read_to_string(t.path().join("status")).ok()?;
+            let allowed = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?
+                .trim()
+                .to_owned();
+            (allowed != want).then_some(tid)
+        })
+        .collect()
 }
 
 /// Default path of the `gatehouse` binary: next to this executable.

@@ -234,11 +234,15 @@ impl Flow {
             .is_ok()
     }
 
-    /// Subtracts one message of `bytes`, never below zero; the new load.
+    /// Subtracts one message of `bytes`, never below zero (an empty queue
+    /// holds no bytes, whatever uncounted copies left behind); the new load.
     fn release_quietly(&self, queue: &Queue, bytes: u64) -> u64 {
         let step = |load: u64| {
             let (messages, held) = split(load);
-            (messages.saturating_sub(1) << BYTES_BITS) | held.saturating_sub(bytes)
+            match messages.saturating_sub(1) {
+                0 => 0,
+                left => (left << BYTES_BITS) | held.saturating_sub(bytes),
+            }
         };
         let before = queue
             .load
@@ -256,10 +260,11 @@ impl Flow {
         }
     }
 
-    /// Down to three quarters of both bounds: room for waiting publishers.
+    /// Empty, or down to three quarters of both bounds: room for waiting
+    /// publishers.
     fn low(&self, load: u64) -> bool {
         let (messages, bytes) = split(load);
-        messages <= self.max_messages * 3 / 4 && bytes <= self.max_bytes * 3 / 4
+        messages == 0 || (messages <= self.max_messages * 3 / 4 && bytes <= self.max_bytes * 3 / 4)
     }
 
     /// Resolves when `queue` has room again (or its session ended).
@@ -341,6 +346,27 @@ mod tests {
             "101 > 100"
         );
         flow.reserve(std::slice::from_ref(&q), 40).expect("100");
+    }
+
+    /// A copy that was never counted (a will, a SUBSCRIBE racing a PUBLISH)
+    /// is released all the same: the queue must not end up empty of
+    /// messages but full of bytes, with a waiting publisher never woken.
+    #[tokio::test]
+    async fn an_uncounted_release_leaves_no_bytes_in_an_empty_queue() {
+        let flow = Arc::new(Flow::new(10, 100));
+        let q = Flow::queue("q");
+        flow.reserve(std::slice::from_ref(&q), 90).expect("90");
+        flow.release(&q, 5);
+        assert_eq!(q.load(), (0, 0));
+        flow.reserve(std::slice::from_ref(&q), 90)
+            .expect("90 again");
+        flow.reserve(std::slice::from_ref(&q), 5).expect("95");
+        assert!(flow.reserve(std::slice::from_ref(&q), 10).is_err());
+        flow.release(&q, 5);
+        flow.release(&q, 5);
+        tokio::time::timeout(std::time::Duration::from_secs(1), flow.room(&q))
+            .await
+            .expect("an empty queue has room");
     }
 
     #[test]
