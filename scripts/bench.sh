@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # The comparison that matters, in one command: the embedded broker
 # (`gatehouse serve`) vs Mosquitto + the Gatehouse plugin vs plain Mosquitto
-# with the same rules in acl_file, for connect, publish QoS 0 and 1, ingest
-# and revoke; contenders interleaved (A B C A B C ...), medians of 3 rounds
-# and the ratios. Builds the release binaries first; every server it uses
-# (private PostgreSQL, Mosquitto, gatehouse serve) is started and stopped by
-# gatehouse-bench itself. About 10 minutes on a 2-core machine.
+# with the same rules in acl_file, for connect, publish QoS 0 and 1 (flat
+# out), saturate QoS 0 and 1 (highest zero-loss rate, 4x overload goodput,
+# exact loss accounting), ingest and revoke; contenders interleaved
+# (A B C A B C ...), medians of 3 rounds and the ratios. Builds the release
+# binaries first; every server it uses (private PostgreSQL, Mosquitto,
+# gatehouse serve) is started and stopped by gatehouse-bench itself. About
+# 30 minutes on a 2-core machine (saturate alone ~18).
 #
-#   scripts/bench.sh                  # full run, ~10 min
-#   scripts/bench.sh --quick          # smoke run (or BENCH_QUICK=1), ~1 min
+#   scripts/bench.sh                  # full run, ~30 min
+#   scripts/bench.sh --quick          # smoke run (or BENCH_QUICK=1), ~3 min
+#   scripts/bench.sh --only saturate-qos0,saturate-qos1   # the saturation table
 #   scripts/bench.sh --rounds 5       # any `gatehouse-bench suite` option
 #
 # Results: the table on stdout, JSON in target/bench/results.json
