@@ -55,6 +55,9 @@ impl Default for Params {
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Publishers connecting at once (see [`publisher`]).
+static PUBLISHER_CONNECTS: Semaphore = Semaphore::const_new(64);
+
 /// PUBLISHes written per TLS record when a publisher is behind schedule.
 const BATCH: u64 = 32;
 
@@ -226,9 +229,14 @@ pub(crate) async fn publisher(
     sent: Arc<AtomicU64>,
 ) -> Result<(u64, u64), String> {
     let (code, tls) = gw;
-    let stream = client::connect(addr, tls, &code, None, CONNECT_TIMEOUT)
-        .await
-        .map_err(|f| format!("{code}: connect: {}", f.as_str()))?;
+    let stream = {
+        // Thousands of publishers connect a few dozen at a time: a storm of
+        // handshakes on a broker pinned to one core would time out.
+        let _turn = PUBLISHER_CONNECTS.acquire().await;
+        client::connect(addr, tls, &code, None, CONNECT_TIMEOUT)
+            .await
+            .map_err(|f| format!("{code}: connect: {}", f.as_str()))?
+    };
     let (rd, mut wr) = tokio::io::split(stream);
     let window = Arc::new(Semaphore::new(inflight.max(1)));
     let acked = Arc::new(AtomicU64::new(0));
