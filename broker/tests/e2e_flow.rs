@@ -213,3 +213,54 @@ async fn a_qos0_message_for_a_full_subscriber_is_dropped_after_5s_and_counted() 
     );
     assert_eq!(b.metric(dropped), 1.0, "one drop, counted once");
 }
+
+/// A publisher held back longer than `mqtt.packet_timeout`, with the start
+/// of its next packet already read, is not cut for "dripping" that packet:
+/// the broker was the one not reading. Each PUBLISH goes in two halves
+/// 100 ms apart, so the one that waits was an incomplete packet before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_publisher_is_not_timed_out_for_the_packet_behind_it() {
+    let pki = Pki::generate();
+    let b = BrokerProcess::start(
+        exe(),
+        &pki,
+        &format!("{ANY_CLIENT_ID}[mqtt]\nmax_queued_messages = 4\npacket_timeout = \"1s\"\n"),
+    );
+    let bulk = format!("telemetry/{GATEWAY_CODE}/bulk");
+    let mut slow = subscriber(&b, &pki, "GW0001-EEFF-slow", &bulk, 1).await;
+    let mut publisher = client(&b, &pki, GATEWAY_CODE).await;
+    let mut blocked = None;
+    for n in 1..=2000u32 {
+        let frame = raw::publish(
+            4,
+            bulk.as_bytes(),
+            1,
+            false,
+            (n % 60_000 + 1) as u16,
+            &numbered(n),
+        );
+        let (head, tail) = frame.split_at(frame.len() / 2);
+        publisher.send(head).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        publisher.send(tail).await;
+        if publisher.next(Duration::from_secs(2)).await.is_none() {
+            blocked = Some(n);
+            break;
+        }
+    }
+    let blocked = blocked.expect("the publisher is held back");
+    // Three packet timeouts later the publisher is still connected...
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        b.metric("gatehouse_protocol_errors_total{reason=\"packet_timeout\"}"),
+        0.0,
+        "{}",
+        b.log()
+    );
+    // ...and goes on once the subscriber reads.
+    let reader = tokio::spawn(async move { drain(&mut slow, blocked as usize).await });
+    let ack = publisher.expect(kind::PUBACK, LONG).await;
+    assert_eq!(ack.pkid(), Some((blocked % 60_000 + 1) as u16));
+    let seen = reader.await.expect("reader");
+    assert_eq!(seen, (1..=blocked).collect::<Vec<u32>>());
+}

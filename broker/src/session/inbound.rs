@@ -556,6 +556,9 @@ impl Session {
                     .await;
             }
         }
+        // The time it waited is not the client's: a packet arriving behind
+        // it is timed (`mqtt.packet_timeout`) from now.
+        self.partial_since = None;
         // The packets that arrived behind it (this also sends to the router).
         self.received().await.map(|_| ())
     }

@@ -416,7 +416,7 @@ impl Session {
                 _ = tokio::time::sleep_until(keepalive_at), if waiting.is_none() => {
                     return End::new(DisconnectReason::KeepaliveTimeout, Some(0x8D), true);
                 }
-                _ = tokio::time::sleep_until(packet_due.unwrap_or(keepalive_at)), if packet_due.is_some() => {
+                _ = tokio::time::sleep_until(packet_due.unwrap_or(keepalive_at)), if packet_due.is_some() && waiting.is_none() => {
                     let held = self.conn.rbuf.len();
                     tracing::warn!(client_id = ?self.client_id, held, timeout = ?packet_timeout, "packet not complete in time; closing the connection (mqtt.packet_timeout)");
                     return self.violation(Violation { label: "packet_timeout", code: 0x8D });
