@@ -1402,6 +1402,7 @@ mod tests {
             "publish --target embedded --qos 1 --gateways 8 --duration 10",
             "publish --target embedded --rate 20000",
             "publish --target mosquitto-plugin --qos 0",
+            "saturate --target mosquitto-acl --qos 1",
             "connect --target mosquitto-acl --gateways 2000 --concurrency 16 --count 20000",
             "idle --target embedded --gateways 10000",
             "idle --target embedded --gateways 10000 --concurrency 16 --pin-broker 0 --pin-client 1",
