@@ -286,6 +286,11 @@ impl Session {
             self.received().await?;
             self.flush(control).await?;
         }
+        if self.conn.wbuf.is_empty() {
+            // The CONNACK is out: a session that stays idle holds no write
+            // buffer (one that sends gets one at its first write).
+            self.conn.wbuf = BytesMut::new();
+        }
         Ok(())
     }
 
