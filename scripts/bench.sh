@@ -7,9 +7,10 @@
 # (A B C A B C ...), medians of 3 rounds and the ratios. Builds the release
 # binaries first; every server it uses (private PostgreSQL, Mosquitto,
 # gatehouse serve) is started and stopped by gatehouse-bench itself. About
-# 30 minutes on a 2-core machine (saturate alone ~18).
+# 25 minutes on a 2-core machine, estimated: saturate alone took 17.5 min on
+# 2026-12-03, the other scenarios 6.5 min on 2026-12-01.
 #
-#   scripts/bench.sh                  # full run, ~30 min
+#   scripts/bench.sh                  # full run, ~25 min (estimate)
 #   scripts/bench.sh --quick          # smoke run (or BENCH_QUICK=1), ~3 min
 #   scripts/bench.sh --only saturate-qos0,saturate-qos1   # the saturation table
 #   scripts/bench.sh --rounds 5       # any `gatehouse-bench suite` option

@@ -707,13 +707,7 @@ impl Env {
 /// Starts the target (fresh), runs one scenario, stops the target.
 fn run_one(env: &mut Env, o: &Opts, kind: Kind, scenario: &str, round: usize) -> Report {
     let p = &o.params;
-    let label = match scenario {
-        "publish" if p.qos1 => "publish-qos1",
-        "publish" => "publish-qos0",
-        "saturate" if p.qos1 => "saturate-qos1",
-        "saturate" => "saturate-qos0",
-        s => s,
-    };
+    let label = scenario::label(scenario, p.qos1);
     let url = if scenario == "ingest" {
         env.database(o)
     } else {

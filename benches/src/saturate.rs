@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use crate::fleet::Gateway;
 use crate::report::{Report, cpu_seconds, machine_steal, percentile, steal_percent};
-use crate::scenario::{Params, Sink, cpu_delta, now_us, publisher, sent_at, spawn_reader};
+use crate::scenario::{Params, Sink, cpu_delta, label, now_us, publisher, sent_at, spawn_reader};
 use crate::target::Running;
 
 /// Longest search step (`--duration` when shorter).
@@ -233,11 +233,7 @@ async fn step(
 pub(crate) async fn saturate(gws: &[Gateway], t: &Running, p: &Params) -> Report {
     let qos = if p.qos1 { "QoS 1" } else { "QoS 0" };
     let mut r = Report::new(
-        if p.qos1 {
-            "saturate-qos1"
-        } else {
-            "saturate-qos0"
-        },
+        label("saturate", p.qos1),
         t.kind.name(),
         format!(
             "{} gateways -> 1 subscriber, {qos}, ~95-byte JSON: highest rate with 0 lost and p99 <= {P99_LIMIT_MS} ms ({:.1} s steps), then 4x that for {:.1} s",

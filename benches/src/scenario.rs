@@ -496,16 +496,23 @@ fn favour_this_thread() {
         .status();
 }
 
+/// The label of a scenario run: `publish` and `saturate` by QoS.
+pub(crate) fn label(scenario: &str, qos1: bool) -> &str {
+    match scenario {
+        "publish" if qos1 => "publish-qos1",
+        "publish" => "publish-qos0",
+        "saturate" if qos1 => "saturate-qos1",
+        "saturate" => "saturate-qos0",
+        s => s,
+    }
+}
+
 /// `gateways` publishers → one subscriber; delivered msg/s, latency, broker
 /// CPU and RSS over the measurement window (after `warmup`).
 pub(crate) async fn publish(gws: &[Gateway], t: &Running, p: &Params) -> Report {
     let qos = if p.qos1 { "QoS 1" } else { "QoS 0" };
     let mut r = Report::new(
-        if p.qos1 {
-            "publish-qos1"
-        } else {
-            "publish-qos0"
-        },
+        label("publish", p.qos1),
         t.kind.name(),
         format!(
             "{} gateways -> 1 subscriber, {qos}, {}, ~95-byte JSON, {:.1} s after {:.1} s warm-up",

@@ -20,8 +20,7 @@ use gatehouse_provisioning::{Provisioning, Sidecar};
 /// jemalloc instead of the system allocator: rumqttd gives every router
 /// link buffers sized for 100–200 packets up front, and jemalloc keeps the
 /// pages of a large allocation untouched (no header next to them) until
-/// they are used, so an idle session costs only what it wrote; it also
-/// returns freed pages to the system over time.
+/// they are used, so an idle session costs only what it wrote.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -345,15 +345,18 @@ impl Session {
         loop {
             let keepalive_at = last_rx + self.keepalive;
             let packet_due = self.partial_since.map(|t| t + packet_timeout);
-            let shared = self.conn.shared.clone();
-            let waiting = self.waiting.as_ref().map(|w| (w.full.clone(), w.give_up));
+            // Only a session with a PUBLISH waiting pays for the clones.
+            let waiting = self
+                .waiting
+                .as_ref()
+                .map(|w| (self.conn.shared.clone(), w.full.clone(), w.give_up));
             let room = async {
                 match &waiting {
-                    Some((full, Some(give_up))) => tokio::select! {
+                    Some((shared, full, Some(give_up))) => tokio::select! {
                         _ = shared.flow.room(full) => false,
                         _ = tokio::time::sleep_until(*give_up) => true,
                     },
-                    Some((full, None)) => {
+                    Some((shared, full, None)) => {
                         shared.flow.room(full).await;
                         false
                     }
