@@ -16,10 +16,12 @@ use rumqttd::protocol::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout_at};
 
 use crate::afterlife::{Admitting, Lifetime};
 use crate::quota::{Quota, TopicWindow};
+use crate::registry::{Control, Registration};
 use crate::server::Shared;
 use crate::session::Session;
 use crate::validate::{self, Violation};
@@ -34,6 +36,27 @@ pub(crate) async fn serve(
     shared: Arc<Shared>,
     websocket: bool,
 ) {
+    // Two steps, the first boxed: the admission's state (handshake,
+    // CONNECT, link: ~13 KiB of future) is freed once the session runs, so
+    // the connection task holds only the session loop's.
+    let Some((session, control, registration)) =
+        Box::pin(accept(tcp, peer, shared, websocket)).await
+    else {
+        return;
+    };
+    session.run(control).await;
+    drop(registration);
+}
+
+/// TLS handshake, certificate checks, CONNECT and CONNACK: the admitted
+/// session, its control channel and its registration, or `None` (refused,
+/// closed; already logged and counted).
+async fn accept(
+    tcp: TcpStream,
+    peer: std::net::SocketAddr,
+    shared: Arc<Shared>,
+    websocket: bool,
+) -> Option<(Box<Session>, mpsc::Receiver<Control>, Registration)> {
     let _ = tcp.set_nodelay(true);
     let started = Instant::now();
     let deadline = started + shared.config.tls.handshake_timeout;
@@ -109,7 +132,7 @@ pub(crate) async fn serve(
                     .with_label_values(&["websocket_upgrade"])
                     .inc();
                 tracing::info!(%peer, cn = ?identity.cn, error, "WebSocket upgrade refused or failed (MQTT over WebSocket needs Sec-WebSocket-Protocol: mqtt)");
-                return;
+                return None;
             }
         }
     } else {
@@ -123,7 +146,7 @@ pub(crate) async fn serve(
 
     let mut conn = Conn {
         io,
-        rbuf: BytesMut::with_capacity(4096),
+        rbuf: BytesMut::with_capacity(RBUF_SIZE),
         wbuf: BytesMut::with_capacity(4096),
         shared: shared.clone(),
         peer,
@@ -138,23 +161,21 @@ pub(crate) async fn serve(
                 .inc();
             tracing::info!(%peer, cn = ?identity.cn, reason, "connection closed before a valid CONNECT");
             conn.close().await;
-            return;
+            return None;
         }
     };
-    let Some(session) = conn.admit(identity, connect).await else {
-        return;
-    };
-    session.run(control).await;
-    drop(registration);
+    let session = conn.admit(identity, connect).await?;
+    Some((session, control, registration))
 }
 
-fn refused(shared: &Shared, peer: std::net::SocketAddr, why: Why<'_>) {
+fn refused<T>(shared: &Shared, peer: std::net::SocketAddr, why: Why<'_>) -> Option<T> {
     shared.metrics.gate.emit(Refused {
         client_id: None,
         peer: Some(peer),
         stage: Stage::Handshake,
         why,
     });
+    None
 }
 
 /// A TLS connection before and during its session.
@@ -166,6 +187,13 @@ pub(crate) struct Conn {
     pub(crate) peer: std::net::SocketAddr,
 }
 
+/// Read buffer taken when bytes arrive on a connection that holds none.
+const RBUF_SIZE: usize = 4096;
+
+/// A read buffer grown past this by a large packet is given back once
+/// empty (WebSocket connections, which keep theirs).
+const RBUF_KEEP: usize = 64 * 1024;
+
 struct ConnectPacket {
     codec: Codec,
     connect: Connect,
@@ -175,8 +203,45 @@ struct ConnectPacket {
 }
 
 impl Conn {
+    /// Reads what the client sent. A TLS connection that holds no read
+    /// buffer (given back by `release_rbuf`, or used up to its end) and has
+    /// no decrypted bytes waiting in TLS waits for its socket to be
+    /// readable before it takes one, so an idle session holds none.
+    pub(crate) async fn read(&mut self) -> std::io::Result<usize> {
+        if self.rbuf.capacity() == 0 {
+            if let Io::Tls(s) = &self.io {
+                // TLS hands out one record per read: what it holds already
+                // was read from the socket, whose readiness says nothing
+                // about it.
+                if s.get_ref().1.wants_read() {
+                    s.get_ref().0.readable().await?;
+                }
+            }
+            self.rbuf.reserve(RBUF_SIZE);
+        }
+        self.io.read_buf(&mut self.rbuf).await
+    }
+
+    /// Gives back an empty read buffer of a TLS connection (`read` takes a
+    /// new one when bytes arrive). A WebSocket's frames are buffered above
+    /// its socket, so it keeps its buffer, given back only when a large
+    /// packet grew it past `RBUF_KEEP`.
+    pub(crate) fn release_rbuf(&mut self) {
+        if !self.rbuf.is_empty() {
+            return;
+        }
+        match self.io {
+            Io::Tls(_) => self.rbuf = BytesMut::new(),
+            Io::Ws(_) => {
+                if self.rbuf.capacity() > RBUF_KEEP {
+                    self.rbuf = BytesMut::with_capacity(RBUF_SIZE);
+                }
+            }
+        }
+    }
+
     async fn read_more(&mut self, deadline: Instant) -> Result<(), &'static str> {
-        match timeout_at(deadline, self.io.read_buf(&mut self.rbuf)).await {
+        match timeout_at(deadline, self.read()).await {
             Err(_) => Err("connect_timeout"),
             Ok(Ok(0)) | Ok(Err(_)) => Err("closed_before_connect"),
             Ok(Ok(n)) => {
@@ -306,7 +371,7 @@ impl Conn {
     }
 
     /// CONNECT checks, router link, CONNACK.
-    async fn admit(mut self, identity: Identity, cp: ConnectPacket) -> Option<Session> {
+    async fn admit(mut self, identity: Identity, cp: ConnectPacket) -> Option<Box<Session>> {
         let ConnectPacket {
             codec,
             mut connect,
@@ -521,7 +586,7 @@ impl Conn {
         let kind = identity.kind;
         let metrics = &shared.metrics;
         let flow_queue = crate::flow::Flow::queue(&client_id);
-        let session = Session {
+        let session = Box::new(Session {
             deny_publish: metrics.gate.acl_denials(kind, Action::Publish),
             deny_subscribe: metrics.gate.acl_denials(kind, Action::Subscribe),
             deny_receive: metrics.gate.acl_denials(kind, Action::Receive),
@@ -561,7 +626,7 @@ impl Conn {
             drops: Default::default(),
             router_released: false,
             finished: false,
-        };
+        });
         Some(session)
     }
 }

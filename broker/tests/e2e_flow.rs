@@ -264,3 +264,53 @@ async fn a_waiting_publisher_is_not_timed_out_for_the_packet_behind_it() {
     let seen = reader.await.expect("reader");
     assert_eq!(seen, (1..=blocked).collect::<Vec<u32>>());
 }
+
+/// An idle session holds no read buffer: it gives it back when empty and
+/// takes one when its socket becomes readable. TLS hands the broker one
+/// record per read, so bytes it already took from the socket wait inside
+/// TLS where the socket's readiness does not see them: 200 large QoS 1
+/// PUBLISHes (several records each), each followed by a PINGREQ and sent
+/// without waiting, must all be read and answered. (The first version of
+/// the buffer release waited on the socket with records still inside TLS
+/// and stopped reading.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packets_already_inside_tls_are_read_when_the_session_holds_no_read_buffer() {
+    const COUNT: u32 = 200;
+    let pki = Pki::generate();
+    let b = BrokerProcess::start(exe(), &pki, ANY_CLIENT_ID);
+    let mut c = client(&b, &pki, GATEWAY_CODE).await;
+    let topic = format!("telemetry/{GATEWAY_CODE}/bulk");
+    // Idle first: the session gives its read buffer back after the CONNACK.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Everything is written first (the broker reads as it comes), then read.
+    for n in 1..=COUNT {
+        c.send(&raw::publish(
+            4,
+            topic.as_bytes(),
+            1,
+            false,
+            n as u16,
+            &numbered(n),
+        ))
+        .await;
+        c.send(&[0xC0, 0x00]).await;
+    }
+    let (mut acks, mut pongs) = (0, 0);
+    while acks < COUNT || pongs < COUNT {
+        let Some(f) = c.next(LONG).await else {
+            panic!(
+                "{acks} PUBACKs and {pongs} PINGRESPs of {COUNT}, then nothing\n{}",
+                b.log()
+            );
+        };
+        match f.kind {
+            kind::PUBACK => acks += 1,
+            kind::PINGRESP => pongs += 1,
+            other => panic!("unexpected packet type {other:#x}"),
+        }
+    }
+    // And after idling again, the next packet is read too.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    c.send(&[0xC0, 0x00]).await;
+    c.expect(kind::PINGRESP, SHORT).await;
+}

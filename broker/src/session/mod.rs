@@ -20,13 +20,13 @@ use bytes::{BufMut, Bytes, BytesMut};
 use gatehouse_auth::Identity;
 use gatehouse_gate::RevokedSessionCut;
 use prometheus::IntCounter;
+use rumqttd::Notification;
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::{
     Disconnect, DisconnectReasonCode, LastWill, LastWillProperties, Packet, PingReq, Publish,
     PublishProperties, SubscribeReasonCode,
 };
 use time::OffsetDateTime;
-use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -77,9 +77,6 @@ pub(crate) struct DropLog {
 
 /// Most router notifications handled per wake-up before writing.
 const NOTIFICATION_BATCH: usize = 256;
-
-/// A read buffer grown past this by a large packet is given back once empty.
-const RBUF_KEEP: usize = 64 * 1024;
 
 /// An admitted MQTT session.
 pub(crate) struct Session {
@@ -219,6 +216,32 @@ impl End {
     }
 }
 
+/// What woke the session loop.
+// A notification (248 bytes) stays inline: boxing it would allocate on every
+// wake-up, and it moves into its handler at once.
+#[allow(clippy::large_enum_variant)]
+enum Wake {
+    Control(Option<Control>),
+    /// Room in the queue a PUBLISH waits for; `true`: its QoS 0 wait ran out.
+    Room(bool),
+    Read(std::io::Result<usize>),
+    Link(Option<Notification>),
+    /// The router dropped this session's link (taken over).
+    RouterGone,
+    Durable,
+    Keepalive,
+    PacketDue,
+}
+
+/// The end of a session whose router link is gone: the router dropped it
+/// (a new session took the client id over).
+fn router_gone() -> End {
+    End {
+        router_gone: true,
+        ..End::new(DisconnectReason::TakenOver, Some(0x8E), true)
+    }
+}
+
 /// Polls a future once: its value if ready now.
 pub(crate) fn now_or_never<F: Future>(f: F) -> Option<F::Output> {
     let mut f = pin!(f);
@@ -246,7 +269,9 @@ impl Session {
         }
     }
 
-    pub(crate) async fn run(mut self, mut control: mpsc::Receiver<Control>) {
+    /// Runs the session to its end. Boxed: the connection task's future
+    /// then holds a pointer, not a second copy of the session.
+    pub(crate) async fn run(mut self: Box<Self>, mut control: mpsc::Receiver<Control>) {
         let shared = self.conn.shared.clone();
         // Released however the session ends, a panic included.
         let _active = GaugeGuard::new(shared.metrics.gate.sessions_active(self.identity.kind));
@@ -283,14 +308,16 @@ impl Session {
         }
         self.flush(control).await?;
         if !self.conn.rbuf.is_empty() {
-            self.received().await?;
+            Box::pin(self.received()).await?;
             self.flush(control).await?;
         }
         if self.conn.wbuf.is_empty() {
             // The CONNACK is out: a session that stays idle holds no write
-            // buffer (one that sends gets one at its first write).
+            // buffer (one that sends gets one at its first write)...
             self.conn.wbuf = BytesMut::new();
         }
+        // ... and no read buffer (one is taken when bytes arrive).
+        self.conn.release_rbuf();
         Ok(())
     }
 
@@ -319,9 +346,7 @@ impl Session {
         let held = self.conn.rbuf.len();
         if held == 0 {
             self.partial_since = None;
-            if self.conn.rbuf.capacity() > RBUF_KEEP {
-                self.conn.rbuf = BytesMut::with_capacity(4096);
-            }
+            self.conn.release_rbuf();
         } else if new_packet || self.partial_since.is_none() {
             self.partial_since = Some(Instant::now());
         }
@@ -363,77 +388,97 @@ impl Session {
                     None => std::future::pending().await,
                 }
             };
-            tokio::select! {
+            // The select only says what woke the session; the handling
+            // comes after it, so the loop's future holds the select's
+            // futures or a handler's, never both (an idle session sits in
+            // this loop: its size is per session).
+            let wake = tokio::select! {
                 biased;
-                c = control.recv() => {
+                c = control.recv() => Wake::Control(c),
+                gave_up = room, if waiting.is_some() => Wake::Room(gave_up),
+                r = self.conn.read(), if waiting.is_none() => Wake::Read(r),
+                // Not the result itself: 816 bytes (rumqttd's `LinkError`
+                // carries a whole router event).
+                n = self.link_rx.next() => match n {
+                    Ok(n) => Wake::Link(n),
+                    Err(_) => Wake::RouterGone,
+                },
+                _ = self.held_acks.durable(), if self.held_acks.head_waits_for_ingest() => Wake::Durable,
+                _ = tokio::time::sleep_until(keepalive_at), if waiting.is_none() => Wake::Keepalive,
+                _ = tokio::time::sleep_until(packet_due.unwrap_or(keepalive_at)), if packet_due.is_some() && waiting.is_none() => Wake::PacketDue,
+            };
+            drop(waiting);
+            match wake {
+                Wake::Control(c) => {
                     if let Some(end) = control_end(c) {
                         return end;
                     }
                 }
-                gave_up = room, if waiting.is_some() => {
-                    if let Err(end) = self.room(gave_up).await {
+                Wake::Room(gave_up) => {
+                    // Boxed, like `received` and the notifications below:
+                    // the loop's future stays small.
+                    if let Err(end) = Box::pin(self.room(gave_up)).await {
                         return end;
                     }
                     // The client was not read while it waited.
                     last_rx = Instant::now();
                 }
-                r = self.conn.io.read_buf(&mut self.conn.rbuf), if waiting.is_none() => {
-                    match r {
-                        Ok(0) => return End::new(DisconnectReason::ConnectionLost, None, true),
-                        Err(e) => {
-                            tracing::debug!(client_id = ?self.client_id, error = %e, "read failed");
-                            return End::new(DisconnectReason::ConnectionLost, None, true);
-                        }
-                        Ok(n) => {
-                            self.shared().metrics.bytes_in.inc_by(n as u64);
-                            match self.received().await {
-                                Ok(0) => {}
-                                Ok(_) => last_rx = Instant::now(),
-                                Err(end) => return end,
-                            }
-                        }
+                Wake::Read(Ok(0)) => return End::new(DisconnectReason::ConnectionLost, None, true),
+                Wake::Read(Err(e)) => {
+                    tracing::debug!(client_id = ?self.client_id, error = %e, "read failed");
+                    return End::new(DisconnectReason::ConnectionLost, None, true);
+                }
+                Wake::Read(Ok(n)) => {
+                    self.shared().metrics.bytes_in.inc_by(n as u64);
+                    match Box::pin(self.received()).await {
+                        Ok(0) => {}
+                        Ok(_) => last_rx = Instant::now(),
+                        Err(end) => return end,
                     }
                 }
-                n = self.link_rx.next() => {
-                    let mut next = Some(n);
-                    let mut handled = 0;
-                    while let Some(n) = next.take() {
-                        match n {
-                            Ok(Some(notification)) => {
-                                if let Err(end) = self.notification(notification).await {
-                                    return end;
-                                }
-                            }
-                            Ok(None) => {}
-                            Err(_) => {
-                                return End { router_gone: true, ..End::new(DisconnectReason::TakenOver, Some(0x8E), true) };
-                            }
-                        }
-                        handled += 1;
-                        if handled < NOTIFICATION_BATCH {
-                            next = now_or_never(self.link_rx.next());
-                        }
-                    }
-                    if let Err(end) = self.send_to_router().await {
+                Wake::Link(n) => {
+                    if let Err(end) = Box::pin(self.notifications(n)).await {
                         return end;
                     }
                 }
-                _ = self.held_acks.durable(), if self.held_acks.head_waits_for_ingest() => {
-                    self.release_held_acks();
-                }
-                _ = tokio::time::sleep_until(keepalive_at), if waiting.is_none() => {
+                Wake::RouterGone => return router_gone(),
+                Wake::Durable => self.release_held_acks(),
+                Wake::Keepalive => {
                     return End::new(DisconnectReason::KeepaliveTimeout, Some(0x8D), true);
                 }
-                _ = tokio::time::sleep_until(packet_due.unwrap_or(keepalive_at)), if packet_due.is_some() && waiting.is_none() => {
+                Wake::PacketDue => {
                     let held = self.conn.rbuf.len();
                     tracing::warn!(client_id = ?self.client_id, held, timeout = ?packet_timeout, "packet not complete in time; closing the connection (mqtt.packet_timeout)");
-                    return self.violation(Violation { label: "packet_timeout", code: 0x8D });
+                    return self.violation(Violation {
+                        label: "packet_timeout",
+                        code: 0x8D,
+                    });
                 }
             }
             if let Err(end) = self.flush(control).await {
                 return end;
             }
         }
+    }
+
+    /// Handles the router's notifications: the one that woke the session
+    /// and those already waiting behind it (up to `NOTIFICATION_BATCH`),
+    /// then sends the acks they produced to the router.
+    async fn notifications(&mut self, first: Option<Notification>) -> Result<(), End> {
+        let mut next = Some(Ok(first));
+        let mut handled = 0;
+        while let Some(n) = next.take() {
+            match n {
+                Ok(Some(notification)) => self.notification(notification).await?,
+                Ok(None) => {}
+                Err(_) => return Err(router_gone()),
+            }
+            handled += 1;
+            if handled < NOTIFICATION_BATCH {
+                next = now_or_never(self.link_rx.next());
+            }
+        }
+        self.send_to_router().await
     }
 
     /// Writes what is buffered; a control signal (revocation, shutdown)
@@ -567,7 +612,7 @@ impl Session {
         ));
     }
 
-    async fn finish(mut self, end: End) {
+    async fn finish(&mut self, end: End) {
         let shared = self.conn.shared.clone();
         if let (Some(code), true) = (end.send, self.v5()) {
             // Encoded here: rumqttd's v5 DISCONNECT writer emits a bare
