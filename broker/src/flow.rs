@@ -51,6 +51,9 @@ pub(crate) struct Queue {
     /// The session ended: reservations succeed without counting.
     closed: AtomicBool,
     notify: Notify,
+    /// A publisher waited `mqtt.max_subscriber_stall` for room: the owner
+    /// session ends (a permit is kept if it is not listening right now).
+    stall: Notify,
 }
 
 fn split(load: u64) -> (u64, u64) {
@@ -61,6 +64,22 @@ impl Queue {
     /// Messages and bytes waiting now.
     pub(crate) fn load(&self) -> (u64, u64) {
         split(self.load.load(Ordering::Acquire))
+    }
+
+    /// Tells the owner session that a publisher has waited too long for
+    /// room in this queue.
+    pub(crate) fn stalled(&self) {
+        self.stall.notify_one();
+    }
+
+    /// Publishers are waiting for room in this queue.
+    pub(crate) fn waited_on(&self) -> bool {
+        self.waiters.load(Ordering::Acquire) > 0
+    }
+
+    /// Resolves (in the owner session) once `stalled` was called.
+    pub(crate) async fn cut(&self) {
+        self.stall.notified().await;
     }
 }
 
@@ -113,6 +132,7 @@ impl Flow {
             waiters: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             notify: Notify::new(),
+            stall: Notify::new(),
         })
     }
 

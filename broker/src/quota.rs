@@ -22,15 +22,18 @@ pub(crate) enum Quota {
     Retained,
     PartialBytes,
     PersistentSessions,
+    /// A subscriber held a publisher past `mqtt.max_subscriber_stall`.
+    SubscriberStall,
 }
 
 impl Quota {
-    pub(crate) const ALL: [Quota; 5] = [
+    pub(crate) const ALL: [Quota; 6] = [
         Quota::NewTopics,
         Quota::Subscriptions,
         Quota::Retained,
         Quota::PartialBytes,
         Quota::PersistentSessions,
+        Quota::SubscriberStall,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -40,6 +43,7 @@ impl Quota {
             Quota::Retained => "retained_per_client",
             Quota::PartialBytes => "partial_bytes",
             Quota::PersistentSessions => "persistent_sessions",
+            Quota::SubscriberStall => "subscriber_stall",
         }
     }
 
@@ -53,6 +57,7 @@ impl Quota {
             Quota::PersistentSessions => {
                 "mqtt.max_persistent_sessions_operational / mqtt.max_persistent_sessions_bootstrap"
             }
+            Quota::SubscriberStall => "mqtt.max_subscriber_stall",
         }
     }
 }

@@ -314,3 +314,53 @@ async fn packets_already_inside_tls_are_read_when_the_session_holds_no_read_buff
     c.send(&[0xC0, 0x00]).await;
     c.expect(kind::PINGRESP, SHORT).await;
 }
+
+/// A subscriber that stops reading holds its publishers at most
+/// `mqtt.max_subscriber_stall`: then it is disconnected (counted as a
+/// quota, logged) and the waiting PUBLISH is acknowledged, as are the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_stalled_past_max_subscriber_stall_is_disconnected_and_its_publishers_go_on() {
+    let pki = Pki::generate();
+    let b = BrokerProcess::start(
+        exe(),
+        &pki,
+        &format!("{ANY_CLIENT_ID}[mqtt]\nmax_queued_messages = 4\nmax_subscriber_stall = \"2s\"\n"),
+    );
+    let bulk = format!("telemetry/{GATEWAY_CODE}/bulk");
+    let mut slow = subscriber(&b, &pki, "GW0001-EEFF-slow", &bulk, 1).await;
+    let mut publisher = client(&b, &pki, GATEWAY_CODE).await;
+    let stalls = "gatehouse_quota_exceeded_total{quota=\"subscriber_stall\"}";
+
+    // QoS 1, one at a time, until one is not acknowledged within 1 s.
+    let mut blocked = None;
+    for n in 1..=2000u32 {
+        publish_numbered(&mut publisher, &bulk, 1, n).await;
+        match publisher.next(Duration::from_secs(1)).await {
+            Some(f) if f.kind == kind::PUBACK => {}
+            Some(f) => panic!("unexpected {f:?}"),
+            None => {
+                blocked = Some(n);
+                break;
+            }
+        }
+    }
+    let blocked = blocked.expect("the publisher is held back by the stalled subscriber");
+    assert_eq!(b.metric(stalls), 0.0, "not cut before 2 s\n{}", b.log());
+    // The subscriber is cut 2 s after the PUBLISH began to wait; the
+    // PUBLISH then goes on (the queue of a gone session takes it).
+    let ack = publisher.expect(kind::PUBACK, LONG).await;
+    assert_eq!(ack.pkid(), Some((blocked % 60_000 + 1) as u16));
+    assert_eq!(b.metric(stalls), 1.0);
+    assert!(
+        b.wait_log("mqtt.max_subscriber_stall", 1, LONG),
+        "the cut is logged\n{}",
+        b.log()
+    );
+    assert!(
+        slow.closed_within(LONG).await.is_some(),
+        "the stalled subscriber's connection is closed"
+    );
+    // The publisher goes on.
+    publish_numbered(&mut publisher, &bulk, 1, blocked + 1).await;
+    publisher.expect(kind::PUBACK, SHORT).await;
+}

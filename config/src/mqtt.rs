@@ -11,6 +11,7 @@ pub(crate) const MAX_PACKET_SIZE: usize = 1024 * 1024;
 pub(crate) const MAX_KEEPALIVE: &str = "20m";
 pub(crate) const ACL_VIOLATIONS_BEFORE_DISCONNECT: usize = 10;
 pub(crate) const PACKET_TIMEOUT: &str = "10s";
+pub(crate) const MAX_SUBSCRIBER_STALL: &str = "30s";
 pub(crate) const MAX_PARTIAL_BYTES: usize = 64 * 1024 * 1024;
 pub(crate) const MAX_NEW_TOPICS_PER_MINUTE: usize = 100;
 pub(crate) const MAX_SUBSCRIPTIONS_PER_CLIENT: usize = 100;
@@ -41,6 +42,7 @@ pub(crate) struct RawMqtt {
     pub max_persistent_sessions_bootstrap: Option<i64>,
     pub max_queued_messages: Option<i64>,
     pub max_queued_bytes: Option<i64>,
+    pub max_subscriber_stall: Option<String>,
 }
 
 /// `[mqtt]`: per-session protocol limits of the embedded broker.
@@ -111,6 +113,12 @@ pub struct MqttSettings {
     /// overwritten before the subscriber reads it. One message larger than
     /// the bound still goes to an empty queue.
     pub max_queued_bytes: usize,
+    /// Longest a PUBLISH waits for room in one subscriber's queue before
+    /// that subscriber is disconnected (MQTT 5: DISCONNECT 0x97, counted in
+    /// `gatehouse_quota_exceeded_total{quota="subscriber_stall"}`): a
+    /// subscriber that stops reading holds its publishers this long at
+    /// most, then they go on.
+    pub max_subscriber_stall: Duration,
 }
 
 impl Validator<'_> {
@@ -207,6 +215,11 @@ impl Validator<'_> {
                 raw.max_queued_bytes,
                 MAX_QUEUED_BYTES,
                 1 << 30,
+            )?,
+            max_subscriber_stall: self.duration(
+                "mqtt.max_subscriber_stall",
+                raw.max_subscriber_stall,
+                MAX_SUBSCRIBER_STALL,
             )?,
             max_session_expiry: self.duration(
                 "mqtt.max_session_expiry",

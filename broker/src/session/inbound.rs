@@ -520,6 +520,7 @@ impl Session {
                 pkid,
                 full,
                 give_up,
+                stall_at: Some(Instant::now() + shared.config.mqtt.max_subscriber_stall),
             });
             return;
         }

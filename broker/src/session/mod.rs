@@ -65,6 +65,9 @@ pub(crate) struct Waiting {
     full: Arc<Queue>,
     /// When a QoS 0 message gives up.
     give_up: Option<Instant>,
+    /// When the subscriber behind `full` is told it stalled
+    /// (`mqtt.max_subscriber_stall`); `None` once told.
+    stall_at: Option<Instant>,
 }
 
 /// Drops are counted each; the log says so at most once a minute per
@@ -228,6 +231,10 @@ enum Wake {
     Link(Option<Notification>),
     /// The router dropped this session's link (taken over).
     RouterGone,
+    /// The PUBLISH waiting here waited `mqtt.max_subscriber_stall`.
+    Stalled,
+    /// A publisher waited that long for this session's queue.
+    Cut,
     Durable,
     Keepalive,
     PacketDue,
@@ -371,21 +378,22 @@ impl Session {
             let keepalive_at = last_rx + self.keepalive;
             let packet_due = self.partial_since.map(|t| t + packet_timeout);
             // Only a session with a PUBLISH waiting pays for the clones.
-            let waiting = self
-                .waiting
-                .as_ref()
-                .map(|w| (self.conn.shared.clone(), w.full.clone(), w.give_up));
+            let waiting = self.waiting.as_ref().map(|w| {
+                (
+                    self.conn.shared.clone(),
+                    w.full.clone(),
+                    w.give_up,
+                    w.stall_at,
+                )
+            });
             let room = async {
-                match &waiting {
-                    Some((shared, full, Some(give_up))) => tokio::select! {
-                        _ = shared.flow.room(full) => false,
-                        _ = tokio::time::sleep_until(*give_up) => true,
-                    },
-                    Some((shared, full, None)) => {
-                        shared.flow.room(full).await;
-                        false
-                    }
-                    None => std::future::pending().await,
+                let Some((shared, full, give_up, stall_at)) = &waiting else {
+                    return std::future::pending().await;
+                };
+                tokio::select! {
+                    _ = shared.flow.room(full) => Wake::Room(false),
+                    _ = tokio::time::sleep_until(give_up.unwrap_or(Instant::now())), if give_up.is_some() => Wake::Room(true),
+                    _ = tokio::time::sleep_until(stall_at.unwrap_or(Instant::now())), if stall_at.is_some() => Wake::Stalled,
                 }
             };
             // The select only says what woke the session; the handling
@@ -395,7 +403,11 @@ impl Session {
             let wake = tokio::select! {
                 biased;
                 c = control.recv() => Wake::Control(c),
-                gave_up = room, if waiting.is_some() => Wake::Room(gave_up),
+                w = room, if waiting.is_some() => w,
+                // Only while someone waits on this queue (listening costs a
+                // lock per turn); a stalled subscriber sits in `flush`,
+                // which always listens.
+                _ = self.flow_queue.cut(), if self.flow_queue.waited_on() => Wake::Cut,
                 r = self.conn.read(), if waiting.is_none() => Wake::Read(r),
                 // Not the result itself: 816 bytes (rumqttd's `LinkError`
                 // carries a whole router event).
@@ -442,6 +454,14 @@ impl Session {
                     }
                 }
                 Wake::RouterGone => return router_gone(),
+                Wake::Stalled => {
+                    if let Some(w) = self.waiting.as_mut() {
+                        w.stall_at = None;
+                        tracing::debug!(client_id = ?self.client_id, subscriber = ?w.full.client_id, "PUBLISH waited mqtt.max_subscriber_stall for room; the subscriber is disconnected");
+                        w.full.stalled();
+                    }
+                }
+                Wake::Cut => return self.stalled_end(),
                 Wake::Durable => self.release_held_acks(),
                 Wake::Keepalive => {
                     return End::new(DisconnectReason::KeepaliveTimeout, Some(0x8D), true);
@@ -481,6 +501,21 @@ impl Session {
         self.send_to_router().await
     }
 
+    /// The end of a subscriber that held a publisher past
+    /// `mqtt.max_subscriber_stall`: counted as a quota, logged with what it
+    /// had waiting, DISCONNECT 0x97 (MQTT 5), will published.
+    fn stalled_end(&mut self) -> End {
+        let (messages, bytes) = self.flow_queue.load();
+        let stall = self.shared().config.mqtt.max_subscriber_stall;
+        tracing::warn!(client_id = ?self.client_id, messages, bytes, ?stall, "subscriber did not take its messages while a publisher waited for room in its queue; disconnected so its publishers go on (mqtt.max_subscriber_stall; counted in gatehouse_quota_exceeded_total)");
+        self.shared()
+            .metrics
+            .quota_exceeded
+            .with_label_values(&[Quota::SubscriberStall.as_str()])
+            .inc();
+        End::new(DisconnectReason::QuotaExceeded, Some(0x97), true)
+    }
+
     /// Writes what is buffered; a control signal (revocation, shutdown)
     /// interrupts a write stuck on a client that does not read.
     async fn flush(&mut self, control: &mut mpsc::Receiver<Control>) -> Result<(), End> {
@@ -488,7 +523,15 @@ impl Session {
             return Ok(());
         }
         tokio::select! {
+            // The write first: when it completes at once (the usual case)
+            // nothing else is polled.
+            biased;
             r = self.conn.flush() => r.map_err(|_| End::new(DisconnectReason::ConnectionLost, None, true)),
+            _ = self.flow_queue.cut() => {
+                // Mid-write: a DISCONNECT cannot follow a partial frame.
+                self.conn.wbuf.clear();
+                Err(End { send: None, ..self.stalled_end() })
+            }
             c = control.recv() => {
                 match control_end(c) {
                     Some(mut end) => {
