@@ -56,6 +56,23 @@ async fn publish_numbered(c: &mut Raw, topic: &str, qos: u8, n: u32) {
     .await;
 }
 
+/// Publishes numbered QoS 1 messages on `topic`, one at a time, until one
+/// is not acknowledged within `wait`: the last acknowledged number and the
+/// one left waiting.
+async fn publish_until_unacknowledged(c: &mut Raw, topic: &str, wait: Duration) -> (u32, u32) {
+    const MAX: u32 = 2000;
+    let mut acked = 0;
+    for n in 1..=MAX {
+        publish_numbered(c, topic, 1, n).await;
+        match c.next(wait).await {
+            Some(f) if f.kind == kind::PUBACK => acked = n,
+            Some(f) => panic!("unexpected {f:?}"),
+            None => return (acked, n),
+        }
+    }
+    panic!("all {MAX} PUBLISHes were acknowledged with nobody reading them")
+}
+
 /// Reads `s` until `count` PUBLISHes arrived (acknowledging QoS 1 ones);
 /// their sequence numbers in arrival order.
 async fn drain(s: &mut Raw, count: usize) -> Vec<u32> {
@@ -99,24 +116,8 @@ async fn a_stalled_subscriber_blocks_its_publishers_only_and_loses_nothing_ackno
     let mut publisher = client(&b, &pki, GATEWAY_CODE).await;
     let mut other = client(&b, &pki, "GW0001-EEFF-other").await;
 
-    // One QoS 1 PUBLISH at a time until one is not acknowledged.
-    const MAX: u32 = 2000;
-    let mut acked = 0u32;
-    let mut blocked = None;
-    for n in 1..=MAX {
-        publish_numbered(&mut publisher, &bulk, 1, n).await;
-        match publisher.next(Duration::from_secs(2)).await {
-            Some(f) if f.kind == kind::PUBACK => acked = n,
-            Some(f) => panic!("unexpected {f:?}"),
-            None => {
-                blocked = Some(n);
-                break;
-            }
-        }
-    }
-    let blocked = blocked.unwrap_or_else(|| {
-        panic!("all {MAX} PUBLISHes were acknowledged with nobody reading them")
-    });
+    let (acked, blocked) =
+        publish_until_unacknowledged(&mut publisher, &bulk, Duration::from_secs(2)).await;
     assert!(
         b.metric("gatehouse_publish_waits_total") >= 1.0,
         "the wait is counted"
@@ -331,20 +332,8 @@ async fn a_subscriber_stalled_past_max_subscriber_stall_is_disconnected_and_its_
     let mut publisher = client(&b, &pki, GATEWAY_CODE).await;
     let stalls = "gatehouse_quota_exceeded_total{quota=\"subscriber_stall\"}";
 
-    // QoS 1, one at a time, until one is not acknowledged within 1 s.
-    let mut blocked = None;
-    for n in 1..=2000u32 {
-        publish_numbered(&mut publisher, &bulk, 1, n).await;
-        match publisher.next(Duration::from_secs(1)).await {
-            Some(f) if f.kind == kind::PUBACK => {}
-            Some(f) => panic!("unexpected {f:?}"),
-            None => {
-                blocked = Some(n);
-                break;
-            }
-        }
-    }
-    let blocked = blocked.expect("the publisher is held back by the stalled subscriber");
+    let (_, blocked) =
+        publish_until_unacknowledged(&mut publisher, &bulk, Duration::from_secs(1)).await;
     assert_eq!(b.metric(stalls), 0.0, "not cut before 2 s\n{}", b.log());
     // The subscriber is cut 2 s after the PUBLISH began to wait; the
     // PUBLISH then goes on (the queue of a gone session takes it).
