@@ -11,7 +11,7 @@
 # 2026-12-03, the other scenarios 6.5 min on 2026-12-01.
 #
 #   scripts/bench.sh                  # full run, ~25 min (estimate)
-#   scripts/bench.sh --quick          # smoke run (or BENCH_QUICK=1), ~3 min
+#   scripts/bench.sh --quick          # smoke run (or BENCH_QUICK=1): every scenario once, tiny durations
 #   scripts/bench.sh --only saturate-qos0,saturate-qos1   # the saturation table
 #   scripts/bench.sh --rounds 5       # any `gatehouse-bench suite` option
 #

@@ -741,7 +741,7 @@ fn run_one(env: &mut Env, o: &Opts, kind: Kind, scenario: &str, round: usize) ->
         }
     };
     let gws = &env.gateways;
-    let report = match scenario {
+    let mut report = match scenario {
         "connect" => env.rt.block_on(scenario::connect(gws, &running, p)),
         "publish" => env.rt.block_on(scenario::publish(gws, &running, p)),
         "saturate" => env.rt.block_on(saturate::saturate(gws, &running, p)),
@@ -768,7 +768,6 @@ fn run_one(env: &mut Env, o: &Opts, kind: Kind, scenario: &str, round: usize) ->
         },
         other => unreachable!("scenario {other}"),
     };
-    let mut report = report;
     if let (Some(cpu), Some(pid), false) =
         (o.harness.pin_broker, running.pid, kind == Kind::External)
     {

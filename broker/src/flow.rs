@@ -280,11 +280,12 @@ impl Flow {
         }
     }
 
-    /// Empty, or down to three quarters of both bounds: room for waiting
-    /// publishers.
+    /// Down to three quarters of both bounds: room for waiting publishers
+    /// (an empty queue is all zero: `release_quietly` leaves no bytes
+    /// behind the last message).
     fn low(&self, load: u64) -> bool {
         let (messages, bytes) = split(load);
-        messages == 0 || (messages <= self.max_messages * 3 / 4 && bytes <= self.max_bytes * 3 / 4)
+        messages <= self.max_messages * 3 / 4 && bytes <= self.max_bytes * 3 / 4
     }
 
     /// Resolves when `queue` has room again (or its session ended).

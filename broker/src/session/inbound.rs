@@ -131,15 +131,20 @@ impl Session {
 
     /// Counts a quota hit and logs it once per session and quota.
     fn over_quota(&self, quota: Quota) {
+        self.count_quota(quota);
+        let bit = 1u8 << (quota as u8);
+        if self.quota_logged.fetch_or(bit, Ordering::Relaxed) & bit == 0 {
+            tracing::warn!(client_id = ?self.client_id, quota = quota.as_str(), "client over its limit; refused (raise {} if this client is legitimate; every hit is counted in gatehouse_quota_exceeded_total)", quota.key());
+        }
+    }
+
+    /// Counts a quota hit in `gatehouse_quota_exceeded_total`.
+    pub(super) fn count_quota(&self, quota: Quota) {
         self.shared()
             .metrics
             .quota_exceeded
             .with_label_values(&[quota.as_str()])
             .inc();
-        let bit = 1u8 << (quota as u8);
-        if self.quota_logged.fetch_or(bit, Ordering::Relaxed) & bit == 0 {
-            tracing::warn!(client_id = ?self.client_id, quota = quota.as_str(), "client over its limit; refused (raise {} if this client is legitimate; every hit is counted in gatehouse_quota_exceeded_total)", quota.key());
-        }
     }
 
     /// A quota hit that ends the session (MQTT 5: DISCONNECT 0x97).

@@ -508,11 +508,8 @@ impl Session {
         let (messages, bytes) = self.flow_queue.load();
         let stall = self.shared().config.mqtt.max_subscriber_stall;
         tracing::warn!(client_id = ?self.client_id, messages, bytes, ?stall, "subscriber did not take its messages while a publisher waited for room in its queue; disconnected so its publishers go on (mqtt.max_subscriber_stall; counted in gatehouse_quota_exceeded_total)");
-        self.shared()
-            .metrics
-            .quota_exceeded
-            .with_label_values(&[Quota::SubscriberStall.as_str()])
-            .inc();
+        // Its own log line (above) instead of `over_quota`'s generic one.
+        self.count_quota(Quota::SubscriberStall);
         End::new(DisconnectReason::QuotaExceeded, Some(0x97), true)
     }
 
